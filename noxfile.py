@@ -1,0 +1,66 @@
+"""Every routine task of the byockit monorepo.
+
+``nox -s tests`` installs every package editable with its test extras and runs
+the whole suite; ``lint``, ``typecheck``, ``demo`` and ``bench`` do what their
+names say. Sessions install what they need: nothing relies on what happens to
+be installed on the machine.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.default_venv_backend = "venv"
+
+PACKAGES = ("protocol", "testkit", "worker", "client")
+LINT_TOOLS = ("ruff==0.17.6",)
+TYPECHECK_TOOLS = ("mypy==2.4.1",)
+
+
+def install_packages(session: nox.Session, extra: str | None = "test") -> None:
+    """Install every byockit package editable (with ``extra``) in one resolver run."""
+    suffix = f"[{extra}]" if extra else ""
+    args: list[str] = []
+    for package in PACKAGES:
+        args += ["-e", f"packages/{package}{suffix}"]
+    session.install(*args)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the whole test suite (pass pytest arguments after ``--``)."""
+    install_packages(session)
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the whole tree."""
+    session.install(*LINT_TOOLS)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy, strict on library code (settings in pyproject.toml)."""
+    install_packages(session)
+    session.install(*TYPECHECK_TOOLS)
+    session.run("mypy", "packages/protocol/src", "packages/testkit/src",
+                "packages/worker/src", "packages/client/src")
+    session.run("mypy", "benchmarks", "examples")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Trickle loop demo: synthetic clip -> publisher -> server -> subscriber -> decoder."""
+    install_packages(session, extra=None)
+    session.run("python", "-m", "byockit.testkit.demo", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks; results are written to benchmarks/results/."""
+    install_packages(session, extra=None)
+    session.run("python", "-m", "benchmarks.trickle_relay", *session.posargs)
