@@ -47,8 +47,13 @@ def typecheck(session: nox.Session) -> None:
     """mypy, strict on library code (settings in pyproject.toml)."""
     install_packages(session)
     session.install(*TYPECHECK_TOOLS)
-    session.run("mypy", "packages/protocol/src", "packages/testkit/src",
-                "packages/worker/src", "packages/client/src")
+    session.run(
+        "mypy",
+        "packages/protocol/src",
+        "packages/testkit/src",
+        "packages/worker/src",
+        "packages/client/src",
+    )
     session.run("mypy", "benchmarks", "examples")
 
 
