@@ -14,6 +14,8 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.default_venv_backend = "venv"
 
 PACKAGES = ("protocol", "testkit", "worker", "client")
+TORCH = "torch==2.13.0"
+"""The pin every test environment installs (a CPU build here); packages declare a range."""
 LINT_TOOLS = ("ruff==0.17.6",)
 TYPECHECK_TOOLS = ("mypy==2.4.1",)
 
@@ -24,7 +26,7 @@ def install_packages(session: nox.Session, extra: str | None = "test") -> None:
     args: list[str] = []
     for package in PACKAGES:
         args += ["-e", f"packages/{package}{suffix}"]
-    session.install(*args)
+    session.install(TORCH, *args)
 
 
 @nox.session

@@ -88,3 +88,11 @@ def test_a_bad_currency_is_refused_before_anything_is_sent():
     with pytest.raises(ParseError) as caught:
         CapabilityRegistration(name="n", url="https://w:1", capacity=1, currency="usd")
     assert caught.value.field == "currency"
+
+
+@pytest.mark.parametrize("field", ["price_scaling", "capacity", "price_per_unit"])
+def test_python_construction_with_a_non_number_names_the_field(field: str) -> None:
+    kwargs = {"name": "cap", "url": "http://127.0.0.1:8000", "capacity": 1, field: "2"}
+    with pytest.raises(ParseError) as info:
+        CapabilityRegistration(**kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field

@@ -2,6 +2,8 @@
 
 - :class:`byockit.testkit.trickle_server.TrickleServer`: a trickle server that behaves like
   go-livepeer's, in-process or as ``byockit-testkit trickle-server``.
+- :class:`byockit.testkit.orchestrator.FakeOrchestrator`: registrations, channel set-up and
+  the worker REST calls of a go-livepeer orchestrator.
 - :mod:`byockit.testkit.synthetic`: video whose frames carry their own index.
 """
 

@@ -418,14 +418,22 @@ def in_range(low: int, high: int) -> Validator:
     """A number within ``[low, high]`` (``None`` passes: absence is the type's business)."""
 
     def check(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-        if value is not None and not low <= value <= high:
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParseError(attribute.name, f"expected a number, found {type(value).__name__}")
+        if not low <= value <= high:
             raise ParseError(attribute.name, f"must be between {low} and {high}, found {value}")
 
     return check
 
 
 def non_negative(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and not (math.isfinite(value) and value >= 0):
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ParseError(attribute.name, f"expected a number, found {type(value).__name__}")
+    if not (math.isfinite(value) and value >= 0):
         raise ParseError(attribute.name, f"must be a finite number >= 0, found {value}")
 
 
