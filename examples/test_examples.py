@@ -29,11 +29,18 @@ async def test_json_events() -> None:
     assert "segment 2" in str(problems[0])
 
 
+async def test_minimal_worker() -> None:
+    main = load("minimal_worker.py")["main"]
+    indexes = await main(45)  # type: ignore[operator]
+    assert indexes == sorted(set(indexes))  # in order, none twice
+    assert indexes[-1] == 44
+
+
 @pytest.mark.parametrize(
     "name", sorted(p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("test_"))
 )
 def test_example_runs_as_a_script(name: str) -> None:
-    args = ["--frames", "30"] if name == "trickle_video_loop.py" else []
+    args = ["--frames", "30"] if name in {"trickle_video_loop.py", "minimal_worker.py"} else []
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / name), *args],
         capture_output=True,
