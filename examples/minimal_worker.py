@@ -3,10 +3,11 @@
 The processor is a plain function of a ``Frame`` (``frame.data`` is numpy
 uint8 RGB, H x W x 3; ``frame.pts``, ``frame.time`` and ``frame.index`` say
 when it is) returning the new pixels. ``WorkerServer`` serves it over the
-REST contract an orchestrator calls; the testkit's ``FakeOrchestrator`` starts a stream on it, publishes
-synthetic video into its input channel and decodes its output channel, as
-go-livepeer would. Each frame carries its index in its pixels, so the output
-can be matched to the input frame by frame.
+REST contract an orchestrator calls; the testkit's ``FakeOrchestrator``
+starts a stream on it, publishes synthetic video into its input channel and
+decodes its output channel, as go-livepeer would. Each frame carries its
+index in its pixels, so the output can be matched to the input frame by
+frame.
 
 To serve the same function to a real orchestrator:
 
