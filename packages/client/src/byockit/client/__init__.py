@@ -1,8 +1,48 @@
 """byockit client SDK: drive BYOC capabilities on a Livepeer gateway.
 
-The gateway client, sessions, sources and sinks arrive with the client SDK
-issue; this package currently only reserves the namespace and its dependency
-on :mod:`byockit.protocol`.
+Start a stream, change its params, read its status and data, stop it::
+
+    async with GatewayClient("https://gateway:8088") as client:
+        stream = await client.start("my-capability", {"strength": 0.5}, data_output=True)
+        asyncio.create_task(stream.watch())   # a stream that fails raises StreamFailed
+        await stream.update({"strength": 0.8})
+        async for event in stream.data():
+            ...
+        await stream.stop()
+
+:func:`discover` probes several gateways and orders them for failover.
+Media (WHIP/WHEP, trickle direct), sources, sinks and the CLI are not here yet.
+Importing this package loads only aiohttp, attrs and :mod:`byockit.protocol`'s models.
 """
 
+from byockit.client.discovery import GatewayProbe, discover
+from byockit.client.errors import (
+    ClientError,
+    GatewayError,
+    GatewayTLSError,
+    GatewayUnavailable,
+    InvalidGatewayAnswer,
+    NoGatewayAvailable,
+    StreamFailed,
+)
+from byockit.client.gateway import GatewayClient, GatewayReply, StartSettings
+from byockit.client.session import StreamSession
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "ClientError",
+    "GatewayClient",
+    "GatewayError",
+    "GatewayProbe",
+    "GatewayReply",
+    "GatewayTLSError",
+    "GatewayUnavailable",
+    "InvalidGatewayAnswer",
+    "NoGatewayAvailable",
+    "StartSettings",
+    "StreamFailed",
+    "StreamSession",
+    "__version__",
+    "discover",
+]
