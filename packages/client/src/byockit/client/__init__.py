@@ -11,8 +11,19 @@ Start a stream, change its params, read its status and data, stop it::
         await stream.stop()
 
 :func:`discover` probes several gateways and orders them for failover.
-Media (WHIP/WHEP, trickle direct), sources, sinks and the CLI are not here yet.
-Importing this package loads only aiohttp, attrs and :mod:`byockit.protocol`'s models.
+Media lives in submodules, imported on demand so that this package stays light
+(it loads only aiohttp, attrs and :mod:`byockit.protocol`'s models):
+
+- :mod:`byockit.client.webrtc`: ``WhipPublisher`` (frames to ``whip_url``) and
+  ``WhepPlayer`` (frames from ``whep_url``), over aiortc;
+- :mod:`byockit.client.trickle_direct`: ``TrickleDirect``, MPEG-TS straight to and
+  from an orchestrator's trickle channels;
+- :mod:`byockit.client.sources`: ``TestPatternSource``, ``FileSource``,
+  ``WebcamSource``, ``PushSource``;
+- :mod:`byockit.client.sinks`: ``FrameSink`` (frames with measured latency),
+  ``Recorder`` (MP4).
+
+The preview page and the CLI are not here yet.
 """
 
 from byockit.client.discovery import GatewayProbe, discover

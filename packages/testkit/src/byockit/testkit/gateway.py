@@ -27,10 +27,22 @@ does, so that a client can be tested end to end: client -> FakeGateway ->
   Server-Sent Events from the moment the client connects, ending with
   ``event: end`` when the stream ends (503 without data output).
 
-Not served (no WebRTC or RTMP in the testkit yet): ``whip_url``,
-``whep_url``, ``rtmp_url`` and ``rtmp_output_url`` are always ``""``. Tests
-feed video instead through :meth:`FakeGateway.stream`, a test-side hook giving
-the :class:`~byockit.testkit.orchestrator.FakeStream` that runs the stream now.
+- WebRTC (``webrtc=True``, the default; :mod:`byockit.testkit.webrtc`):
+  ``POST .../whip`` takes an SDP offer (``application/sdp``, else 415) and
+  answers 201 with the SDP answer, a ``Location`` to ``DELETE`` when done and
+  ``Livepeer-Playback-URL`` (the stream's WHEP URL); the received video goes,
+  as MPEG-TS segments, into the input channel of the orchestrator running the
+  stream. ``POST .../whep`` is this fake's stand-in for the media server
+  (MediaMTX) that a real gateway's ``whep_url`` points at: it sends the
+  decoded output channel as a video track, with its own ``Location``.
+  ``whip_url``/``whep_url`` are returned for streams with video ingress /
+  egress; stopping a stream closes its WebRTC sessions. With
+  ``webrtc=False`` both are ``""`` and the routes are not served.
+
+Not served (no RTMP in the testkit): ``rtmp_url`` and ``rtmp_output_url`` are
+always ``""``. Tests may feed video instead through :meth:`FakeGateway.stream`,
+a test-side hook giving the
+:class:`~byockit.testkit.orchestrator.FakeStream` that runs the stream now.
 
 Where go-livepeer misbehaves, this gateway does the sensible thing:
 a stream name ending in ``-out`` gets 400 (go-livepeer drops the connection),
@@ -66,6 +78,7 @@ from byockit.protocol.trickle.channels import JsonLinesReader, JsonReader, encod
 from byockit.protocol.trickle.http import create_session
 from byockit.protocol.trickle.subscriber import TrickleSubscriber
 from byockit.testkit.orchestrator import FakeOrchestrator, FakeStream, WorkerRequestError
+from byockit.testkit.webrtc import OfferError, WhepPlayback, WhipIngest
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +92,9 @@ DATA_WINDOW: Final = 64
 """Data lines held for slow SSE readers; a reader further behind skips ahead."""
 ENDED_STATUSES_KEPT: Final = 100
 """Status documents of ended streams kept for clients to read; older ones are dropped."""
+MIME_SDP: Final = "application/sdp"
+MAX_SDP_BYTES: Final = 64 * 1024
+"""SDP offers beyond this get 413."""
 _STREAM_ID = re.compile(r"[A-Za-z0-9._~-]{1,200}")
 
 
@@ -86,7 +102,8 @@ class FakeGateway:
     """Serves the ``/process/stream`` API on ``host:port`` over ``orchestrators``.
 
     ``orchestrators`` are running :class:`FakeOrchestrator`\\ s (their
-    registrations decide who offers a capability); ``ssl_context`` serves HTTPS.
+    registrations decide who offers a capability); ``ssl_context`` serves HTTPS;
+    ``webrtc`` serves WHIP ingest and WHEP playback.
     """
 
     def __init__(
@@ -96,8 +113,10 @@ class FakeGateway:
         host: str = "127.0.0.1",
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
+        webrtc: bool = True,
     ) -> None:
         self.orchestrators: Final = tuple(orchestrators)
+        self.webrtc: Final = webrtc
         self._host = host
         self._port = port
         self._ssl_context = ssl_context
@@ -130,6 +149,11 @@ class FakeGateway:
         app.router.add_post(API_ROOT + "/{stream_id}/stop", self._handle_stop)
         app.router.add_get(API_ROOT + "/{stream_id}/status", self._handle_status)
         app.router.add_get(API_ROOT + "/{stream_id}/data", self._handle_data)
+        if self.webrtc:
+            app.router.add_post(API_ROOT + "/{stream_id}/{kind:whip|whep}", self._handle_offer)
+            app.router.add_delete(
+                API_ROOT + "/{stream_id}/{kind:whip|whep}/{session_id}", self._handle_delete
+            )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port, ssl_context=self._ssl_context)
@@ -219,9 +243,12 @@ class FakeGateway:
         self._streams[stream_id] = stream
         stream.run()
         base = f"{self.url}{API_ROOT}/{stream_id}"
-        enabled = header.parameters.enable_data_output
+        parameters = header.parameters
+        enabled = parameters.enable_data_output
         urls = StreamUrls(
             stream_id=stream_id,
+            whip_url=f"{base}/whip" if self.webrtc and parameters.enable_video_ingress else "",
+            whep_url=f"{base}/whep" if self.webrtc and parameters.enable_video_egress else "",
             update_url=f"{base}/update",
             status_url=f"{base}/status",
             data_url=f"{base}/data" if enabled else "",
@@ -260,6 +287,47 @@ class FakeGateway:
                 await response.write(b"data: " + line + b"\n\n")
             await response.write(b'event: end\ndata: {"type":"stream_ended"}\n\n')
         return response
+
+    async def _handle_offer(self, request: web.Request) -> web.Response:
+        stream = self._lookup(request)
+        kind = request.match_info["kind"]
+        if request.content_type != MIME_SDP:
+            raise web.HTTPUnsupportedMediaType(text=f"Content-Type must be {MIME_SDP}")
+        parameters = stream.header.parameters
+        if not (
+            parameters.enable_video_ingress if kind == "whip" else parameters.enable_video_egress
+        ):
+            direction = "ingress" if kind == "whip" else "egress"
+            raise web.HTTPBadRequest(text=f"the stream has no video {direction}")
+        offer = await request.content.read(MAX_SDP_BYTES + 1)
+        if len(offer) > MAX_SDP_BYTES:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=MAX_SDP_BYTES, actual_size=len(offer), text="SDP offer too large"
+            )
+        session = (WhipIngest if kind == "whip" else WhepPlayback)(stream.wait_current)
+        try:
+            answer = await session.accept(offer.decode(errors="replace"))
+        except OfferError as exc:
+            await session.close()
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        if stream.ended:  # stopped while the offer was being answered
+            await session.close()
+            raise web.HTTPNotFound(text="Stream not found")
+        session_id = secrets.token_hex(8)
+        stream.webrtc[session_id] = session
+        location = f"{API_ROOT}/{stream.stream_id}/{kind}/{session_id}"
+        headers = {"Location": location, "Content-Type": MIME_SDP}
+        if parameters.enable_video_egress:
+            headers["Livepeer-Playback-URL"] = f"{self.url}{API_ROOT}/{stream.stream_id}/whep"
+        return web.Response(status=201, text=answer, headers=headers)
+
+    async def _handle_delete(self, request: web.Request) -> web.Response:
+        stream = self._lookup(request)
+        session = stream.webrtc.pop(request.match_info["session_id"], None)
+        if session is None:
+            raise web.HTTPNotFound(text="WebRTC session not found")
+        await session.close()
+        return web.Response(status=200)
 
     # -- what the handlers share ----------------------------------------------
 
@@ -315,8 +383,10 @@ class _GatewayStream:
         self.stream_id: Final = stream_id
         self.request_id: Final = secrets.token_hex(4)
         self.data: Final = _DataFeed() if header.parameters.enable_data_output else None
+        self.header: Final = header
+        self.webrtc: dict[str, WhipIngest | WhepPlayback] = {}
+        """Open WHIP/WHEP sessions by id, closed when the stream ends."""
         self._gateway = gateway
-        self._header = header
         self._params = dict(params) if params is not None else None
         self._candidates = candidates
         self._current: FakeStream | None = None
@@ -328,6 +398,10 @@ class _GatewayStream:
         self._stopping = False
         self._ended = False
         self._runner: asyncio.Task[None] | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
 
     def run(self) -> None:
         self._runner = asyncio.create_task(self._run())
@@ -395,13 +469,13 @@ class _GatewayStream:
 
     async def _start_on(self, orchestrator: FakeOrchestrator) -> FakeStream | None:
         """Start the stream there; ``None`` when refused, unreachable or stopping."""
-        parameters = self._header.parameters
+        parameters = self.header.parameters
         async with self._handover:
             if self._stopping:
                 return None
             try:
                 stream = await orchestrator.start_stream(
-                    self._header.capability,
+                    self.header.capability,
                     self._params,
                     stream_id=self.stream_id,
                     video_ingress=parameters.enable_video_ingress,
@@ -500,6 +574,9 @@ class _GatewayStream:
         self._ended = True
         if self.data is not None:
             await self.data.close()
+        sessions = list(self.webrtc.values())
+        self.webrtc.clear()
+        await asyncio.gather(*(session.close() for session in sessions))
         self._gateway._forget(self)
         async with self._changed:
             self._changed.notify_all()

@@ -18,7 +18,7 @@ update, stream stop), typed and validated params, and torch frames.
 - :class:`Registrar`: registers the capability with an orchestrator.
 """
 
-from byockit.worker.frames import Frame, FrameFormat
+from byockit.worker.frames import AudioFrame, Frame, FrameFormat
 from byockit.worker.processor import (
     ParamsRejected,
     ParsedParams,
@@ -33,6 +33,7 @@ from byockit.worker.session import SessionHealth, StreamSession
 __version__ = "0.1.0"
 
 __all__ = [
+    "AudioFrame",
     "Frame",
     "FrameFormat",
     "ParamsRejected",

@@ -15,6 +15,10 @@ little as possible:
 What a processor returns (a :class:`Frame`, an array or a tensor, with an
 optional leading batch dimension of 1) becomes a video frame at the input
 frame's timestamp. torch is imported only when a torch format is used.
+
+Audio reaches a processor that asks for it (``process_audio``) as an
+:class:`AudioFrame` of float32 samples; :mod:`byockit.worker.audio` decodes
+and re-encodes it.
 """
 
 from __future__ import annotations
@@ -106,6 +110,37 @@ class Frame(Generic[DataT]):
     def with_data(self, data: Any) -> Frame[Any]:
         """The same frame carrying other pixels."""
         return attrs.evolve(self, data=data)
+
+
+AudioSamples = npt.NDArray[np.float32]
+
+
+@attrs.frozen
+class AudioFrame:
+    """A run of decoded audio as :meth:`Processor.process_audio` hears it.
+
+    ``samples`` is float32 ``(channels, n)`` in ``[-1, 1]``, planar;
+    ``pts`` is the time of its first sample in 90 kHz ticks (the stream's
+    clock, as video frames have it). AAC gives 1024 samples a frame, Opus 960.
+    """
+
+    samples: AudioSamples
+    sample_rate: int
+    pts: int
+    stream: StreamContext = attrs.field(repr=False)
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def time(self) -> float:
+        """The presentation time of the first sample, in seconds."""
+        return self.pts / CLOCK_HZ
+
+    def with_samples(self, samples: npt.NDArray[Any]) -> AudioFrame:
+        """The same frame carrying other samples."""
+        return attrs.evolve(self, samples=samples)
 
 
 def load_torch(fmt: FrameFormat) -> None:

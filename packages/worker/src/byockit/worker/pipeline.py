@@ -10,10 +10,15 @@ Each stage runs where it costs the least latency (PROTOCOL.md 6, 6.1):
 - **inference**: one thread per stream converts the frame into the
   processor's format, runs ``process`` (an async ``process`` runs on the
   loop, one frame at a time) and converts the result back; parameter updates
-  are applied there, between frames;
+  are applied there, between frames. A processor that defines
+  ``process_audio`` hears the stream's audio in the same thread, between
+  frames: the audio waits in a queue of its own (never in the frame slot),
+  is decoded, processed in order and encoded again
+  (:mod:`byockit.worker.audio`);
 - **encode**: one thread per stream; it holds at most one processed frame
   waiting (the inference thread waits meanwhile, so frames are dropped at
-  the slot rather than queued) and passes audio through untouched;
+  the slot rather than queued) and muxes the audio: processed, or else
+  passed through untouched;
 - **publish**: on the loop, one trickle segment per GOP, each chunk written
   as soon as it is made.
 
@@ -39,6 +44,7 @@ import av
 
 from byockit.protocol.errors import (
     ChannelNotFoundError,
+    MediaError,
     StreamClosedError,
     TrickleError,
     TrickleTLSError,
@@ -47,7 +53,8 @@ from byockit.protocol.media import AudioPacket, EncodedChunk, SegmentEncoder, de
 from byockit.protocol.media.decoder import StreamDecoder
 from byockit.protocol.media.ts import CLOCK_HZ
 from byockit.protocol.trickle import Segment, SegmentWriter, TricklePublisher
-from byockit.worker.frames import Frame, FrameConverter
+from byockit.worker.audio import AudioDecoder, AudioEncoder, HeardAudio, processed_audio
+from byockit.worker.frames import AudioFrame, Frame, FrameConverter
 from byockit.worker.latest import LatestQueue
 from byockit.worker.processor import ParsedParams, ProcessorRuntime, StreamContext
 
@@ -59,6 +66,8 @@ MAX_OUTPUT_CHUNKS: Final = 4
 """Encoded chunks waiting for the publisher before the encoder waits."""
 MAX_PENDING_AUDIO: Final = 64
 """Audio packets waiting for the encoder thread; the oldest go first."""
+MAX_UNHEARD_AUDIO: Final = 256
+"""Audio packets (some 5 s) waiting for ``process_audio``; beyond it the oldest are dropped."""
 MAX_SEGMENT_FAILURES: Final = 3
 """Output segments in a row that may fail (and be skipped) before the stream fails."""
 RATE_WINDOW: Final = 2.0
@@ -144,8 +153,9 @@ class PipelineStats:
 
     ``frames_in`` = ``frames_capped`` + ``frames_dropped`` + frames taken by
     inference; of those, ``frames_processed`` returned (a frame or ``None``)
-    and ``failures`` raised. Times ending in ``_at`` are ``time.monotonic()``,
-    those ending in ``_time`` Unix milliseconds.
+    and ``failures`` raised. The ``audio_`` counters are about the decoded
+    audio frames of a processor that hears audio. Times ending in ``_at``
+    are ``time.monotonic()``, those ending in ``_time`` Unix milliseconds.
     """
 
     frames_in: int = 0
@@ -158,6 +168,13 @@ class PipelineStats:
     """Output frames published (or, without an output channel, produced)."""
     failures: int = 0
     failures_in_a_row: int = 0
+    audio_processed: int = 0
+    """Audio frames ``process_audio`` returned for (samples or ``None``)."""
+    audio_failures: int = 0
+    """Audio lost: frames ``process_audio`` raised on or returned unusable, packets the codecs
+    could not handle."""
+    audio_dropped: int = 0
+    """Audio packets dropped because ``process_audio`` fell behind by :data:`MAX_UNHEARD_AUDIO`."""
     segments_in: int = 0
     segments_out: int = 0
     last_input_at: float | None = None
@@ -324,6 +341,11 @@ class Pipeline:
         self._params_lock = threading.Lock()
         self._cap = FrameRateCap(params.stream.max_framerate)
         self._slot: LatestQueue[_Job] = LatestQueue(1)
+        self._unheard: LatestQueue[AudioPacket] | None = (
+            LatestQueue(MAX_UNHEARD_AUDIO) if runtime.processes_audio else None
+        )
+        self._audio_decoder = AudioDecoder()
+        self._audio_encoder = AudioEncoder()
         self._report_error = report_error
         self._on_first_input = on_first_input
         self._on_first_output = on_first_output
@@ -396,8 +418,7 @@ class Pipeline:
         async with contextlib.aclosing(decode_segments(self._counted(segments), decoder)) as items:
             async for item in items:
                 if isinstance(item, AudioPacket):
-                    if self._encoder is not None:
-                        self._encoder.put_audio(item)
+                    self._accept_audio(item)
                 else:
                     self._accept(item)
         if decoder.errors:
@@ -429,6 +450,16 @@ class Pipeline:
         if self._slot.put(_Job(frame, index, now)) is not None:
             stats.frames_dropped += 1
 
+    def _accept_audio(self, packet: AudioPacket) -> None:
+        """An audio packet: to the inference thread when the processor hears audio, else through."""
+        if self._unheard is None:
+            if self._encoder is not None:
+                self._encoder.put_audio(packet)
+            return
+        if self._unheard.put(packet) is not None:
+            self.stats.audio_dropped += 1
+        self._slot.wake()
+
     # -- inference (its own thread) ----------------------------------------------------------
 
     def _inference_main(self, done: asyncio.Future[BaseException | None]) -> None:
@@ -449,14 +480,22 @@ class Pipeline:
         try:
             while not self._abort.is_set():
                 self._apply_new_params()
+                self._hear_waiting_audio()
                 job = self._slot.get()
                 if job is None:
                     if self._slot.closed:
+                        self._hear_waiting_audio(last=True)
                         return
                     continue
                 self._apply_new_params()
                 self._process(converter, job)
         finally:
+            if self._audio_decoder.errors:
+                logger.info(
+                    "stream %s: %d audio input errors skipped",
+                    self._context.stream_id,
+                    self._audio_decoder.errors,
+                )
             try:
                 self._call(processor.on_stream_stop)
             except Exception as exc:
@@ -489,6 +528,52 @@ class Pipeline:
             else:
                 self._count_output(job.arrived)
         self.stats.last_progress_at = time.monotonic()
+
+    def _hear_waiting_audio(self, *, last: bool = False) -> None:
+        """Run the audio that has arrived through ``process_audio``, in order; ``last``: flush."""
+        if self._unheard is None:
+            return
+        for packet in self._unheard.clear():
+            if self._abort.is_set():
+                return
+            try:
+                heard = self._audio_decoder.decode(packet)
+            except MediaError as exc:
+                self._audio_failed(f"cannot decode the audio: {exc}", exc)
+                continue
+            for audio in heard:
+                self._hear(audio)
+        if last and not self._abort.is_set():
+            try:
+                self._send_audio(self._audio_encoder.flush())
+            except MediaError as exc:
+                self._audio_failed(f"the end of the audio was lost: {exc}", exc)
+
+    def _hear(self, heard: HeardAudio) -> None:
+        frame = AudioFrame(heard.samples, heard.sample_rate, heard.pts, self._context)
+        try:
+            result = self._call(self._runtime.processor.process_audio, frame)
+        except Exception as exc:
+            self._audio_failed(f"process_audio() failed at {frame.time:.3f} s: {exc!r}", exc)
+            return
+        try:
+            processed = processed_audio(result, heard, frame)
+            packets = [] if processed is None else self._audio_encoder.encode(processed)
+        except MediaError as exc:
+            self._audio_failed(f"audio at {frame.time:.3f} s was lost: {exc}", exc)
+            return
+        self.stats.audio_processed += 1
+        self._send_audio(packets)
+
+    def _send_audio(self, packets: list[AudioPacket]) -> None:
+        if self._encoder is not None:
+            for packet in packets:
+                self._encoder.put_audio(packet)
+
+    def _audio_failed(self, message: str, exc: Exception) -> None:
+        if not self._abort.is_set():
+            self.stats.audio_failures += 1
+            self._failed(message, exc)
 
     def _apply_new_params(self) -> None:
         with self._params_lock:

@@ -19,12 +19,19 @@ A class gets lifecycle hooks and typed parameters::
         def on_stream_start(self, stream, params): ...
         def on_params(self, params): ...           # between frames
         def process(self, frame): ...              # returns a frame, None drops it
+        def process_audio(self, audio): ...        # optional: the stream's audio
         def on_stream_stop(self): ...
 
 Every hook (and ``process``) may be ``async def``: sync ones run in the
 stream's inference thread, async ones on the event loop. One processor
 instance serves every stream of a server; with a capacity above 1, keep
 per-stream state keyed by ``frame.stream.stream_id``.
+
+Audio passes through untouched unless the processor defines
+``process_audio``: then each decoded audio frame (an :class:`AudioFrame` of
+float32 samples) goes through it, in order and never dropped for video's
+sake, in the same thread as ``process`` (between two frames), and what it
+returns is encoded again with the input's codec.
 
 Parameters arrive as JSON (start body, ``/stream/params``, control channel).
 ``width``, ``height`` and ``max_framerate`` belong to the pipeline
@@ -55,7 +62,7 @@ from byockit.protocol.errors import ByockitError, ParseError
 from byockit.protocol.models import JSONObject, JSONValue, StreamParams
 from byockit.protocol.models.events import QueueEventType
 from byockit.protocol.trickle.channels import encode_document, encode_line
-from byockit.worker.frames import Frame, FrameFormat, load_torch
+from byockit.worker.frames import AudioFrame, Frame, FrameFormat, load_torch
 
 ParamsT = TypeVar("ParamsT")
 
@@ -150,6 +157,19 @@ class Processor(Generic[ParamsT]):
         """One frame in; a :class:`Frame`, an array or a tensor out (any even size), or ``None``."""
         raise NotImplementedError
 
+    def process_audio(self, audio: AudioFrame) -> object:
+        """Optional. One audio frame in; an :class:`AudioFrame` or a float array out, or ``None``.
+
+        Defining it makes the stream's audio (AAC or Opus) decoded for it and
+        encoded again afterwards, with the same codec, sample rate and
+        channels: return float samples of shape ``(channels, n)`` (any ``n``).
+        An array is placed at the input's timestamp, an :class:`AudioFrame`
+        at its own. ``None`` leaves the frame's audio out of the output.
+        Raising loses that frame's audio and is reported like a failing
+        ``process``; the stream goes on.
+        """
+        raise NotImplementedError
+
     def on_stream_stop(self) -> Awaitable[None] | None:
         """The stream has ended: its last frame has been processed."""
         return None
@@ -186,6 +206,8 @@ class ProcessorRuntime:
             _check_params_class(processor.params_type, f"{name}.params_type")
         self.processor: Final = processor
         self.name: Final = name
+        self.processes_audio: Final = type(processor).process_audio is not Processor.process_audio
+        """Whether the processor hears the audio (else it passes through untouched)."""
         self._loaded = False
         self._load_lock = asyncio.Lock()
 

@@ -5,7 +5,7 @@ A session opens the stream's trickle channels (PROTOCOL.md 3) and runs the
 
 - **control**: every message but a keepalive is a parameter update; a
   malformed or rejected one is reported as an error event and the stream
-  goes on;
+  goes on (so is a control channel that ends before its first message);
 - **events**: a ``status`` event at once and every ``status_interval``
   seconds (the gateway drops a stream that is silent for 30 s), trace events
   for the first input and first output segment, ``params_update``,
@@ -67,7 +67,7 @@ from byockit.protocol.trickle import (
 )
 from byockit.protocol.trickle.constants import MIME_JSON, MIME_JSONL, MIME_MPEGTS, SEQ_CURRENT
 from byockit.worker.latest import LatestQueue
-from byockit.worker.pipeline import Pipeline, unix_ms
+from byockit.worker.pipeline import Pipeline, PipelineStats, unix_ms
 from byockit.worker.processor import ParamsRejected, ProcessorRuntime, StreamContext
 
 logger = logging.getLogger(__name__)
@@ -234,6 +234,11 @@ class StreamSession:
         return "starting" if stats.frames_processed == 0 else "ok"
 
     @property
+    def stats(self) -> PipelineStats:
+        """The pipeline's live counters: frames in, dropped, processed, out; failures; audio."""
+        return self._pipeline.stats
+
+    @property
     def ended(self) -> bool:
         return self._ended.is_set()
 
@@ -329,11 +334,21 @@ class StreamSession:
     # -- control -------------------------------------------------------------------------------
 
     async def _read_control(self, subscriber: TrickleSubscriber) -> None:
+        """Apply parameter updates; a control channel that ends before any message is reported.
+
+        (Gateways write the start parameters first, so a working channel never
+        ends empty: it was missing, and no update could ever arrive.)
+        """
+        received = 0
+
         def invalid(error: ParseError) -> None:
+            nonlocal received
+            received += 1
             self._report(f"malformed control message: {error}")
 
         try:
             async for document in JsonReader(subscriber, on_invalid=invalid):
+                received += 1
                 try:
                     message = ControlMessage.from_json(document)
                 except ParseError as exc:
@@ -347,6 +362,12 @@ class StreamSession:
                     self._report(f"control message rejected: {exc.message}")
         except TrickleError as exc:
             self._report(f"control channel failed: {exc}")
+            return
+        if not received:
+            self._report(
+                f"the control channel {self.request.control_url} ended before any message: "
+                "parameter updates cannot arrive"
+            )
 
     # -- events and data -----------------------------------------------------------------------
 
