@@ -1,5 +1,14 @@
 """byockit client SDK: drive BYOC capabilities on a Livepeer gateway.
 
+Stream a test pattern (or ``source="webcam"``, or a file) through a capability,
+with a live preview page, in three lines::
+
+    from byockit.client.run import run
+
+    summary = await run("https://gateway:8088", "my-capability", seconds=30, preview=True)
+
+or from a shell: ``byockit-client run --gateway URL --capability NAME --preview``.
+
 Start a stream, change its params, read its status and data, stop it::
 
     async with GatewayClient("https://gateway:8088") as client:
@@ -21,9 +30,10 @@ Media lives in submodules, imported on demand so that this package stays light
 - :mod:`byockit.client.sources`: ``TestPatternSource``, ``FileSource``,
   ``WebcamSource``, ``PushSource``;
 - :mod:`byockit.client.sinks`: ``FrameSink`` (frames with measured latency),
-  ``Recorder`` (MP4).
-
-The preview page and the CLI are not here yet.
+  ``Recorder`` (MP4);
+- :mod:`byockit.client.preview`: ``PreviewServer``, the live preview page;
+- :mod:`byockit.client.run`: ``run``, all of the above in one call;
+- :mod:`byockit.client.cli`: the ``byockit-client`` command.
 """
 
 from byockit.client.discovery import GatewayProbe, discover
