@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 MIME_SDP: Final = "application/sdp"
 SOURCE_QUEUE: Final = 2
 """Frames read ahead from the source; a full queue holds the source back."""
+PLAYER_QUEUE: Final = 16
+"""Received frames held for a slow reader (about half a second; output comes in bursts);
+when full, the oldest is dropped (latest wins)."""
 
 
 class _Endpoint:
@@ -307,7 +310,11 @@ class WhipPublisher:
 class WhepPlayer:
     """Plays a WHEP endpoint: iterate it for the received :class:`av.VideoFrame`\\ s.
 
-    Iteration ends when the server ends the track or :meth:`stop` is called.
+    Iteration ends when the server ends the track, the connection fails or
+    :meth:`stop` is called. Frames are received as they arrive, whether or
+    not anyone iterates (aiortc would queue them without bound); at most
+    :data:`PLAYER_QUEUE` wait for a slow reader, older ones are dropped
+    (counted in :attr:`dropped`) so that what it reads stays recent.
     """
 
     def __init__(
@@ -323,7 +330,12 @@ class WhepPlayer:
             whep_url, session=session, verify_tls=verify_tls, timeout=timeout, retries=retries
         )
         self._pc: RTCPeerConnection | None = None
-        self._track: asyncio.Future[MediaStreamTrack] | None = None
+        self._frames: asyncio.Queue[av.VideoFrame | None] = asyncio.Queue(maxsize=PLAYER_QUEUE)
+        self._receiver: asyncio.Task[None] | None = None
+        self._ended = False
+        """Whether the end was queued (nothing is queued after it)."""
+        self.dropped = 0
+        """Frames dropped because the reader was behind."""
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -343,14 +355,17 @@ class WhepPlayer:
             raise RuntimeError("the WhepPlayer is already started")
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._pc = pc
-        track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
-        self._track = track
 
         def on_track(received: MediaStreamTrack) -> None:
-            if received.kind == "video" and not track.done():
-                track.set_result(received)
+            if received.kind == "video" and self._receiver is None:
+                self._receiver = asyncio.create_task(self._receive(received))
+
+        def on_state() -> None:
+            if pc.connectionState in ("closed", "failed"):
+                self._offer(None)
 
         pc.on("track", on_track)
+        pc.on("connectionstatechange", on_state)
         pc.addTransceiver("video", direction="recvonly")
         try:
             await self._endpoint.negotiate(pc)
@@ -359,32 +374,48 @@ class WhepPlayer:
             raise
 
     async def __aiter__(self) -> AsyncIterator[av.VideoFrame]:
-        if self._pc is None or self._track is None:
+        if self._pc is None and not self._ended:
             raise RuntimeError("start the WhepPlayer first")
-        closed = asyncio.ensure_future(_closed(self._pc))
-        try:
-            await asyncio.wait((self._track, closed), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closed.cancel()
-        if not self._track.done() or self._track.cancelled():
-            return
-        track = self._track.result()
         while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
+            frame = await self._frames.get()
+            if frame is None:
+                self._frames.put_nowait(None)  # the end, for any other reader too
                 return
-            if isinstance(frame, av.VideoFrame):
-                yield frame
+            yield frame
 
     async def stop(self) -> None:
         """Delete the WHEP resource and close the connection (ending iteration); idempotent."""
         pc, self._pc = self._pc, None
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            receiver.cancel()
+            await asyncio.gather(receiver, return_exceptions=True)
         if pc is not None:
             await pc.close()
-        if self._track is not None and not self._track.done():
-            self._track.cancel()
+        self._offer(None)
         await self._endpoint.close()
+
+    async def _receive(self, track: MediaStreamTrack) -> None:
+        """Move received frames into the bounded queue until the track ends."""
+        try:
+            while True:
+                frame = await track.recv()
+                if isinstance(frame, av.VideoFrame):
+                    self._offer(frame)
+        except MediaStreamError:
+            pass
+        finally:
+            self._offer(None)
+
+    def _offer(self, frame: av.VideoFrame | None) -> None:
+        """Queue ``frame`` (``None``: the end), dropping the oldest frame when full."""
+        if self._ended:
+            return
+        if self._frames.full():
+            self._frames.get_nowait()  # never the end: nothing is queued after it
+            self.dropped += 1
+        self._frames.put_nowait(frame)
+        self._ended = frame is None
 
 
 class _SourceTrack(MediaStreamTrack):
@@ -406,15 +437,3 @@ class _SourceTrack(MediaStreamTrack):
             self.stop()
             raise MediaStreamError("the source ended")
         return frame
-
-
-async def _closed(pc: RTCPeerConnection) -> None:
-    """Return once ``pc`` is closed or failed."""
-    changed = asyncio.Event()
-    pc.on("connectionstatechange", changed.set)
-    try:
-        while pc.connectionState not in ("closed", "failed"):
-            changed.clear()
-            await changed.wait()
-    finally:
-        pc.remove_listener("connectionstatechange", changed.set)
