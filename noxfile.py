@@ -68,6 +68,29 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks; results are written to benchmarks/results/."""
+    """Benchmarks; results are written to benchmarks/results/.
+
+    Arguments after ``--`` go to the trickle relay benchmark. The worker
+    benchmark runs pytrickle 0.1.6 side by side with byockit, in an
+    environment of its own (pytrickle pins torch and PyAV; left to itself pip
+    picks a PyAV that fails to build), kept in nox's cache between runs.
+    """
     install_packages(session, extra=None)
     session.run("python", "-m", "benchmarks.trickle_relay", *session.posargs)
+    pytrickle_python = session.cache_dir / "pytrickle-0.1.6" / "bin" / "python"
+    if not pytrickle_python.exists():
+        session.run("python", "-m", "venv", str(pytrickle_python.parent.parent))
+    session.run(
+        str(pytrickle_python),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "torch==2.13.0",
+        "av==14.2.0",
+        "pytrickle==0.1.6",
+        external=True,
+    )
+    session.run(
+        "python", "-m", "benchmarks.worker_bench", "--pytrickle-python", str(pytrickle_python)
+    )
