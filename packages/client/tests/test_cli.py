@@ -11,6 +11,7 @@ import asyncio
 import functools
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -132,6 +133,7 @@ async def test_run_records_and_summarises(gateway: FakeGateway, cli: Cli, tmp_pa
     assert code == 0, stderr
     assert "byockit run summary" in stdout
     assert "frames out" in stdout
+    assert re.search(r"bitrate in / out\s*│\s*[1-9]\d* kbit/s / [1-9]\d* kbit/s", stdout), stdout
     assert str(out) in stdout
     assert out.stat().st_size > 0
     assert json.loads(cli.state_file.read_text()) == {}  # the finished stream is forgotten

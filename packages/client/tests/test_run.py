@@ -118,6 +118,14 @@ async def test_a_timed_run_measures_and_records(tmp_path: Path) -> None:
     assert 0 < summary.latency_p50 <= summary.latency_p95 < 5
     assert summary.dropped is not None
     assert 0 <= summary.dropped < summary.frames_out
+    for sent_or_received, bitrate in (
+        (summary.bytes_in, summary.bitrate_in),
+        (summary.bytes_out, summary.bitrate_out),
+    ):  # 160x96 video at 15 fps: between 1 kbit/s and 20 Mbit/s, whatever the encoder
+        assert 1_000 < bitrate < 20_000_000
+        assert bitrate == sent_or_received * 8 / summary.seconds
+    assert any(report.bitrate_in > 0 and report.bitrate_out > 0 for report in reports)
+    assert all(0 <= report.bitrate_in < 20_000_000 for report in reports)
     assert summary.status is not None
     assert summary.status["stream_id"] == summary.stream_id
     assert summary.recorded == str(out)

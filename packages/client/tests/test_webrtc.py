@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import fractions
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Container, Iterator
 
 import aiohttp
 import av
@@ -168,13 +168,16 @@ async def test_an_error_answer_is_raised_with_its_body(gateway: FakeGateway) -> 
 
 
 @contextlib.asynccontextmanager
-async def flaky_proxy(target: str, failures: int) -> AsyncIterator[tuple[str, list[int]]]:
-    """A WHIP URL answering 503 ``failures`` times, then relaying to ``target``."""
+async def flaky_proxy(
+    target: str, failures: int, *, later: Container[int] = ()
+) -> AsyncIterator[tuple[str, list[int]]]:
+    """A WHIP/WHEP URL answering 503 to the first ``failures`` offers and to those whose
+    1-based number is in ``later``, relaying the others to ``target``."""
     tries: list[int] = []
 
     async def handle(request: web.Request) -> web.Response:
         tries.append(1)
-        if len(tries) <= failures:
+        if len(tries) <= failures or len(tries) in later:
             return web.Response(status=503, text="busy")
         body = await request.read()
         headers = {"Content-Type": "application/sdp"}
@@ -183,18 +186,20 @@ async def flaky_proxy(target: str, failures: int) -> AsyncIterator[tuple[str, li
             relay.post(target, data=body, headers=headers) as resp,
         ):
             answer = await resp.text()
+            if resp.status != 201:
+                return web.Response(status=resp.status, text=answer)
             location = str(resp.url.with_path(resp.headers["Location"]))
             return web.Response(status=resp.status, text=answer, headers={"Location": location})
 
     app = web.Application()
-    app.router.add_post("/whip", handle)
+    app.router.add_post("/offer", handle)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield f"http://127.0.0.1:{port}/whip", tries
+        yield f"http://127.0.0.1:{port}/offer", tries
     finally:
         await runner.cleanup()
 
@@ -225,3 +230,91 @@ async def test_an_unreachable_endpoint_is_unavailable() -> None:
             pass
     with pytest.raises(ValueError, match="http"):
         WhepPlayer("ftp://example/whep")
+
+
+async def play_to_the_end(player: WhepPlayer) -> None:
+    async for _ in player:
+        pass
+
+
+async def resource_replaced(player: WhepPlayer, old: str) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        while player.resource_url in (old, None):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def test_a_player_whose_session_the_server_deleted_reconnects(gateway: FakeGateway) -> None:
+    async with GatewayClient(gateway.url) as client:
+        stream = await client.start(CAPABILITY)
+        async with (
+            WhipPublisher(stream.urls.whip_url, indexed_source()) as publisher,
+            WhepPlayer(stream.urls.whep_url) as player,
+        ):
+            first = await read_indexes(player, 5)
+            old = player.resource_url
+            assert old is not None
+            await client.http.delete(old)  # the server drops the WHEP session
+            await resource_replaced(player, old)
+            later = await read_indexes(player, 20)
+            assert player.reconnects == 1
+            assert publisher.reconnects == 0
+            received = await player.bytes_received()
+            sent = await publisher.bytes_sent()
+        assert max(later) > max(first)
+        assert_ascending(later[-10:])  # frames queued before the swap may come first
+        assert received > 0
+        assert sent > 0
+        assert await player.bytes_received() >= received  # counted after stop too
+        await stream.stop()
+
+
+async def test_a_busy_player_endpoint_is_retried(gateway: FakeGateway) -> None:
+    async with GatewayClient(gateway.url) as client:
+        stream = await client.start(CAPABILITY)
+        async with (
+            WhipPublisher(stream.urls.whip_url, indexed_source()),
+            flaky_proxy(stream.urls.whep_url, failures=1, later={3}) as (url, tries),
+            WhepPlayer(url, retries=2) as player,
+        ):
+            assert len(tries) == 2  # 503, then the session
+            first = await read_indexes(player, 5)
+            old = player.resource_url
+            assert old is not None
+            await client.http.delete(old)
+            await resource_replaced(player, old)
+            assert len(tries) == 4  # 503 again, then the new session
+            assert player.reconnects == 1
+            later = await read_indexes(player, 10)
+        assert max(later) > max(first)
+        await stream.stop()
+
+
+async def test_a_player_ends_when_the_stream_is_stopped(gateway: FakeGateway) -> None:
+    async with GatewayClient(gateway.url) as client:
+        stream = await client.start(CAPABILITY)
+        async with (
+            WhipPublisher(stream.urls.whip_url, indexed_source()) as publisher,
+            WhepPlayer(stream.urls.whep_url) as player,
+        ):
+            await read_indexes(player, 3)
+            await stream.stop()
+            async with asyncio.timeout(TIMEOUT):
+                await play_to_the_end(player)
+                await publisher.wait()  # the stream is gone: publishing ends too
+            assert player.reconnects == 0
+
+
+async def test_a_player_out_of_retries_raises(gateway: FakeGateway) -> None:
+    async with GatewayClient(gateway.url) as client:
+        stream = await client.start(CAPABILITY)
+        async with (
+            WhipPublisher(stream.urls.whip_url, indexed_source()),
+            WhepPlayer(stream.urls.whep_url, retries=0) as player,
+        ):
+            await read_indexes(player, 3)
+            old = player.resource_url
+            assert old is not None
+            await client.http.delete(old)
+            with pytest.raises(GatewayUnavailable, match="lost 1 times"):
+                await asyncio.wait_for(play_to_the_end(player), TIMEOUT)
+        await stream.stop()

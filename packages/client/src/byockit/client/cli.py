@@ -2,7 +2,7 @@
 
 ``byockit-client run --gateway URL --capability NAME --source test`` streams
 the source (``test``: the indexed test pattern, ``webcam``, or a file) over
-WebRTC, shows a live view (state, frame rates, latency) and prints a summary
+WebRTC, shows a live view (state, frame rates, latency, bitrates) and prints a summary
 at the end (after ``--seconds``, at the end of a file, or on Ctrl-C).
 
 ``status``, ``update`` and ``stop`` act on a stream that a ``run`` started.
@@ -314,6 +314,10 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
+def _kbits(bitrate: float) -> str:
+    return f"{bitrate / 1000:.0f} kbit/s"
+
+
 def progress_view(progress: Progress) -> Group:
     """The live view of a run."""
     table = Table.grid(padding=(0, 2))
@@ -323,7 +327,10 @@ def progress_view(progress: Progress) -> Group:
         "fps in", f"{progress.fps_in:.1f} ({progress.frames_in})",
         "fps out", f"{progress.fps_out:.1f} ({progress.frames_out})",
     )  # fmt: skip
-    table.add_row("latency", _ms(progress.latency), "", "")
+    table.add_row(
+        "latency", _ms(progress.latency),
+        "bitrate", f"{_kbits(progress.bitrate_in)} in / {_kbits(progress.bitrate_out)} out",
+    )  # fmt: skip
     parts: list[Table | str] = [table]
     if progress.preview_url:
         parts.append(f"preview: {progress.preview_url}")
@@ -344,6 +351,7 @@ def summary_table(summary: RunSummary) -> Table:
         ("frames out", str(summary.frames_out)),
         ("fps in / out", f"{summary.fps_in:.1f} / {summary.fps_out:.1f}"),
         ("latency p50 / p95", f"{_ms(summary.latency_p50)} / {_ms(summary.latency_p95)}"),
+        ("bitrate in / out", f"{_kbits(summary.bitrate_in)} / {_kbits(summary.bitrate_out)}"),
         ("dropped", dropped),
         ("recorded", summary.recorded or "-"),
     ):

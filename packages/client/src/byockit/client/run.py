@@ -89,6 +89,11 @@ class Progress:
     fps_out: float
     latency: float | None
     """Median latency (seconds) of the output frames of the last window; ``None`` if unknown."""
+    bitrate_in: float
+    """Bits per second sent over WHIP since the previous report (all the network carried:
+    RTP, RTCP, DTLS)."""
+    bitrate_out: float
+    """Bits per second received over WHEP since the previous report."""
     preview_url: str | None
     """The preview page, when the run has one."""
 
@@ -109,6 +114,13 @@ class RunSummary:
     fps_out: float
     latency_p50: float | None
     latency_p95: float | None
+    bytes_in: int
+    """Bytes sent over WHIP (all the network carried: RTP, RTCP, DTLS)."""
+    bytes_out: int
+    """Bytes received over WHEP."""
+    bitrate_in: float
+    """Average bits per second over :attr:`seconds`, sent and received."""
+    bitrate_out: float
     dropped: int | None
     """Test pattern frames missing from the output between its first and last frame
     (``None`` when the source carries no index)."""
@@ -178,14 +190,16 @@ async def run(
                 verify_tls=verify_tls,
             )
         )
-        job = _Run(stream, meter, sink, recorder, page, on_progress)
+        job = _Run(stream, meter, sink, _Traffic(publisher, player), recorder, page, on_progress)
         await job.until_done(
             publisher=publisher.wait(),
             watch=stream.watch(startup_timeout=startup_timeout),
             seconds=seconds,
             until=until,
         )
-        return meter.summary(stream, job.status, record if recorder else None)
+        return meter.summary(
+            stream, job.status, record if recorder else None, await job.traffic.total()
+        )
 
 
 def open_source(source: SourceSpec) -> AsyncIterable[av.VideoFrame]:
@@ -263,6 +277,8 @@ class Meter:
         self._first_index: int | None = None
         self._last_index: int | None = None
         self._distinct = 0
+        self._last_traffic = (started, 0, 0)
+        """When the bytes sent and received were last looked at, and how many there were."""
 
     async def count(
         self, frames: AsyncIterable[av.VideoFrame], page: PreviewServer | None
@@ -289,9 +305,17 @@ class Meter:
             self._distinct += 1
 
     def progress(
-        self, stream: StreamSession, status: JSONObject | None, preview_url: str | None
+        self,
+        stream: StreamSession,
+        status: JSONObject | None,
+        preview_url: str | None,
+        traffic: tuple[int, int],
     ) -> Progress:
+        """How the run is going; ``traffic``: bytes sent and received so far."""
         now = time.monotonic()
+        at, sent, received = self._last_traffic
+        self._last_traffic = (now, *traffic)
+        span = max(now - at, 1e-3)
         since = now - RATE_WINDOW
         recent = [latency for at, latency in self._received if at >= since]
         latencies = [latency for latency in recent if latency is not None]
@@ -308,12 +332,19 @@ class Meter:
             fps_in=sum(1 for at in self._sent if at >= since) / RATE_WINDOW,
             fps_out=len(recent) / RATE_WINDOW,
             latency=percentile(latencies, 50),
+            bitrate_in=(traffic[0] - sent) * 8 / span,
+            bitrate_out=(traffic[1] - received) * 8 / span,
             preview_url=preview_url,
         )
 
     def summary(
-        self, stream: StreamSession, status: JSONObject | None, recorded: str | None
+        self,
+        stream: StreamSession,
+        status: JSONObject | None,
+        recorded: str | None,
+        traffic: tuple[int, int],
     ) -> RunSummary:
+        """The whole run; ``traffic``: bytes sent and received."""
         seconds = time.monotonic() - self.started
         samples = list(self.latencies)
         dropped = None
@@ -329,6 +360,10 @@ class Meter:
             fps_out=self.frames_out / seconds,
             latency_p50=percentile(samples, 50),
             latency_p95=percentile(samples, 95),
+            bytes_in=traffic[0],
+            bytes_out=traffic[1],
+            bitrate_in=traffic[0] * 8 / seconds,
+            bitrate_out=traffic[1] * 8 / seconds,
             dropped=dropped,
             status=status,
             recorded=recorded,
@@ -343,6 +378,18 @@ def percentile(samples: Sequence[float], rank: float) -> float | None:
     return ordered[max(0, math.ceil(rank / 100 * len(ordered)) - 1)]
 
 
+class _Traffic:
+    """The bytes a run's WebRTC connections moved (for the bitrates)."""
+
+    def __init__(self, publisher: WhipPublisher, player: WhepPlayer) -> None:
+        self.publisher = publisher
+        self.player = player
+
+    async def total(self) -> tuple[int, int]:
+        """Bytes sent over WHIP and received over WHEP so far."""
+        return await self.publisher.bytes_sent(), await self.player.bytes_received()
+
+
 class _Run:
     """The tasks of one run: output, watchdog, publisher, clock, status and progress."""
 
@@ -351,6 +398,7 @@ class _Run:
         stream: StreamSession,
         meter: Meter,
         sink: FrameSink,
+        traffic: _Traffic,
         recorder: Recorder | None,
         page: PreviewServer | None,
         on_progress: Callable[[Progress], None] | None,
@@ -358,6 +406,7 @@ class _Run:
         self.stream = stream
         self.meter = meter
         self.sink = sink
+        self.traffic = traffic
         self.recorder = recorder
         self.page = page
         self.on_progress = on_progress
@@ -446,7 +495,8 @@ class _Run:
             logger.info("preview of stream %s: %s", self.stream.stream_id, preview_url)
         while True:
             await asyncio.sleep(PROGRESS_INTERVAL)
-            progress = self.meter.progress(self.stream, self.status, preview_url)
+            traffic = await self.traffic.total()
+            progress = self.meter.progress(self.stream, self.status, preview_url, traffic)
             if self.page is not None:
                 self.page.set_stats(
                     {
@@ -454,7 +504,13 @@ class _Run:
                         "state": progress.state,
                         "frames in": progress.frames_in,
                         "frames out": progress.frames_out,
+                        "kbit/s in": _kbits(progress.bitrate_in),
+                        "kbit/s out": _kbits(progress.bitrate_out),
                     }
                 )
             if self.on_progress is not None:
                 self.on_progress(progress)
+
+
+def _kbits(bitrate: float) -> str:
+    return f"{bitrate / 1000:.0f}"

@@ -10,7 +10,10 @@ Use the ``whip_url`` and ``whep_url`` the gateway returned at start::
 Both speak WHIP/WHEP without trickle ICE: the offer carries every local
 candidate, the answer every remote one; no STUN or TURN server is configured.
 Each ``stop`` deletes the resource (the ``Location`` the server answered) and
-closes the peer connection. Importing this module loads aiortc; ``import
+closes the peer connection. Both replace a connection that fails or that the
+server closes with a fresh offer (bounded retries, backoff) and end cleanly
+when the server answers that offer 404 (the stream is gone); both count the
+bytes they moved, for bitrates. Importing this module loads aiortc; ``import
 byockit.client`` does not.
 """
 
@@ -20,14 +23,16 @@ import asyncio
 import logging
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from types import TracebackType
 from typing import Final, Self
 
 import aiohttp
+import attrs
 import av
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from aiortc.stats import RTCTransportStats
 
 from byockit.client.errors import GatewayError, GatewayUnavailable, InvalidGatewayAnswer
 from byockit.client.gateway import (
@@ -72,7 +77,7 @@ class _Endpoint:
         self._http = session
         self._verify_tls = verify_tls
         self._timeout = timeout
-        self._retry = RetryPolicy(retries=retries)
+        self.retry: Final = RetryPolicy(retries=retries)
 
     def http(self) -> aiohttp.ClientSession:
         if self._http is None:
@@ -98,12 +103,12 @@ class _Endpoint:
                 if status == 201:
                     break
                 failure = GatewayError(status, body, url=self.url)
-                if not self._retry.retries_status(status):
+                if not self.retry.retries_status(status):
                     raise failure
-            if attempt >= self._retry.retries:
+            if attempt >= self.retry.retries:
                 raise failure
             logger.info("retrying the offer to %s after: %s", self.url, failure)
-            await asyncio.sleep(self._retry.delay(attempt))
+            await asyncio.sleep(self.retry.delay(attempt))
             attempt += 1
         location = headers.get("Location")
         if not location:
@@ -144,7 +149,7 @@ class _Endpoint:
                 location,
                 verify_tls=self._verify_tls,
                 timeout=self._timeout,
-                retry=self._retry,
+                retry=self.retry,
             )
         except GatewayUnavailable as exc:
             logger.warning("could not delete %s: %s", location, exc)
@@ -159,14 +164,129 @@ class _Endpoint:
             self._http = None
 
 
+class _Link:
+    """A WHIP or WHEP resource kept connected, one peer connection at a time.
+
+    The same logic serves both directions: ``prepare`` adds the owner's
+    tracks to each fresh peer connection; a connection that fails or that
+    the server closes (or that its owner reports with :meth:`drop`) sets
+    :attr:`lost`; :meth:`reconnect` deletes the old resource and makes a
+    fresh offer, at most ``retries`` times in all, backing off from the
+    second time on. Bytes moved are counted across connections.
+    """
+
+    def __init__(
+        self,
+        endpoint: _Endpoint,
+        prepare: Callable[[RTCPeerConnection], None],
+        retries: int,
+    ) -> None:
+        self.endpoint: Final = endpoint
+        self._prepare = prepare
+        self._retries = retries
+        self.pc: RTCPeerConnection | None = None
+        """The current peer connection."""
+        self.lost = asyncio.Event()
+        """Set when the current connection stopped working."""
+        self.reconnects = 0
+        """Connections that replaced a lost one."""
+        self._attempts = 0
+        self._earlier = _Transferred(0, 0)
+        """Bytes moved by the connections closed so far."""
+
+    async def connect(self) -> None:
+        """Offer a fresh peer connection and apply the answer (see :meth:`_Endpoint.negotiate`)."""
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = pc
+
+        def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                self.drop(pc)
+
+        pc.on("connectionstatechange", on_state)
+        self._prepare(pc)
+        await self.endpoint.negotiate(pc)
+
+    def drop(self, pc: RTCPeerConnection) -> None:
+        """Note that ``pc`` stopped working (ignored unless it is the current connection)."""
+        if pc is self.pc:
+            self.lost.set()
+
+    async def reconnect(self) -> bool:
+        """Replace the lost connection; ``False`` when the server says the stream is gone (404).
+
+        Raises :class:`GatewayUnavailable` when ``retries`` reconnects were
+        already tried, else what a failed offer raises.
+        """
+        if self._attempts >= self._retries:
+            raise GatewayUnavailable(
+                f"the WebRTC connection was lost {self._attempts + 1} times "
+                f"(reconnects allowed: {self._retries})",
+                url=self.endpoint.url,
+            )
+        if self._attempts:
+            await asyncio.sleep(self.endpoint.retry.delay(self._attempts - 1))
+        self._attempts += 1
+        await self._close_pc()
+        await self.endpoint.delete()
+        self.lost.clear()
+        try:
+            await self.connect()
+        except GatewayError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        self.reconnects += 1
+        return True
+
+    async def transferred(self) -> _Transferred:
+        """Bytes sent and received so far, over every connection."""
+        if self.pc is None:
+            return self._earlier
+        return self._earlier + await _transport_bytes(self.pc)
+
+    async def close(self) -> None:
+        """Close the connection and delete the resource; idempotent."""
+        await self._close_pc()
+        await self.endpoint.close()
+
+    async def _close_pc(self) -> None:
+        pc, self.pc = self.pc, None
+        if pc is not None:
+            self._earlier += await _transport_bytes(pc)
+            await pc.close()
+
+
+@attrs.frozen
+class _Transferred:
+    """Bytes moved over a peer connection's transport: RTP, RTCP and DTLS, what the network
+    carried."""
+
+    sent: int
+    received: int
+
+    def __add__(self, other: _Transferred) -> _Transferred:
+        return _Transferred(self.sent + other.sent, self.received + other.received)
+
+
+async def _transport_bytes(pc: RTCPeerConnection) -> _Transferred:
+    sent = received = 0
+    for stats in (await pc.getStats()).values():
+        if isinstance(stats, RTCTransportStats):
+            sent += stats.bytesSent
+            received += stats.bytesReceived
+    return _Transferred(sent, received)
+
+
 class WhipPublisher:
     """Publishes ``source`` (any async iterable of :class:`av.VideoFrame`) to a WHIP endpoint.
 
     Frames must carry ``pts`` and ``time_base``; they are sent as they come
     (pace a file source in real time). A connection that fails (ICE or DTLS)
     or that the server closed is replaced by a new one (a new offer), up to
-    ``retries`` times in all, continuing
-    the same source; :meth:`wait` then raises :class:`GatewayUnavailable`.
+    ``retries`` times in all, continuing the same source; :meth:`wait` then
+    raises :class:`GatewayUnavailable`. When the server answers the new offer
+    404 (the stream was stopped), publishing ends as if the source had.
     """
 
     def __init__(
@@ -179,19 +299,17 @@ class WhipPublisher:
         timeout: float = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
     ) -> None:
-        self._endpoint = _Endpoint(
+        endpoint = _Endpoint(
             whip_url, session=session, verify_tls=verify_tls, timeout=timeout, retries=retries
         )
+        self._link = _Link(endpoint, self._add_track, retries)
         self._source = source
-        self._retries = retries
         self._frames: asyncio.Queue[av.VideoFrame | None] = asyncio.Queue(maxsize=SOURCE_QUEUE)
-        self._pc: RTCPeerConnection | None = None
         self._pump: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._failed = asyncio.Event()
         self._finished = asyncio.Event()
         self._failure: BaseException | None = None
-        self._reconnects = 0
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -208,17 +326,21 @@ class WhipPublisher:
     @property
     def playback_url(self) -> str:
         """Where the output plays, as the server said (``Livepeer-Playback-URL``), or ``""``."""
-        return self._endpoint.playback_url
+        return self._link.endpoint.playback_url
 
     @property
     def resource_url(self) -> str | None:
         """The WHIP resource of the current connection (the answer's ``Location``)."""
-        return self._endpoint.location
+        return self._link.endpoint.location
 
     @property
     def reconnects(self) -> int:
         """How many times a failed connection was replaced."""
-        return self._reconnects
+        return self._link.reconnects
+
+    async def bytes_sent(self) -> int:
+        """Bytes sent so far over every connection (what the network carried, all included)."""
+        return (await self._link.transferred()).sent
 
     async def start(self) -> None:
         """Connect (the offer is retried on transient failures) and start sending the source."""
@@ -226,14 +348,15 @@ class WhipPublisher:
             raise RuntimeError("the WhipPublisher is already started")
         self._pump = asyncio.create_task(self._read_source())
         try:
-            await self._connect()
+            await self._link.connect()
         except BaseException:
             await self.stop()
             raise
         self._supervisor = asyncio.create_task(self._supervise())
 
     async def wait(self) -> None:
-        """Return once the whole source was sent; raise why publishing failed, if it did."""
+        """Return once the whole source was sent (or the stream is gone); raise why publishing
+        failed, if it did."""
         finished = asyncio.ensure_future(self._finished.wait())
         failed = asyncio.ensure_future(self._failed.wait())
         try:
@@ -251,49 +374,27 @@ class WhipPublisher:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         self._supervisor = None
-        await self._close_pc()
-        await self._endpoint.close()
+        await self._link.close()
 
-    async def _connect(self) -> None:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self._pc = pc
-        pc.on("connectionstatechange", lambda: self._state_changed(pc))
+    def _add_track(self, pc: RTCPeerConnection) -> None:
         pc.addTransceiver(_SourceTrack(self._frames, self._finished), direction="sendonly")
-        await self._endpoint.negotiate(pc)
-
-    def _state_changed(self, pc: RTCPeerConnection) -> None:
-        """A connection we did not close that failed or was closed by the server."""
-        if pc is self._pc and pc.connectionState in ("failed", "closed"):
-            self._failed.set()
 
     async def _supervise(self) -> None:
-        """Replace a failed connection, up to ``retries`` times."""
+        """Replace a lost connection while there is something left to send."""
         while True:
-            await self._failed.wait()
+            await self._link.lost.wait()
             if self._finished.is_set():
                 return
-            if self._reconnects >= self._retries:
-                self._failure = GatewayUnavailable(
-                    f"the WebRTC connection failed {self._reconnects + 1} times",
-                    url=self._endpoint.url,
-                )
-                return
-            self._reconnects += 1
-            logger.info("WHIP connection failed; reconnecting (%d)", self._reconnects)
-            await self._close_pc()
-            await self._endpoint.delete()
-            self._failed.clear()
+            logger.info("WHIP connection to %s lost; reconnecting", self._link.endpoint.url)
             try:
-                await self._connect()
+                if not await self._link.reconnect():
+                    logger.info("the stream behind %s is gone", self._link.endpoint.url)
+                    self._finished.set()
+                    return
             except (GatewayError, GatewayUnavailable, InvalidGatewayAnswer) as exc:
                 self._failure = exc
                 self._failed.set()
                 return
-
-    async def _close_pc(self) -> None:
-        pc, self._pc = self._pc, None
-        if pc is not None:
-            await pc.close()
 
     async def _read_source(self) -> None:
         """Move source frames into the bounded queue, so that a reconnect keeps the source."""
@@ -310,8 +411,13 @@ class WhipPublisher:
 class WhepPlayer:
     """Plays a WHEP endpoint: iterate it for the received :class:`av.VideoFrame`\\ s.
 
-    Iteration ends when the server ends the track, the connection fails or
-    :meth:`stop` is called. Frames are received as they arrive, whether or
+    A connection that fails, that the server closes or whose track ends is
+    replaced by a new one (a new offer; 502/503/504 answers and unreachable
+    servers are retried with backoff), up to ``retries`` times in all, and
+    the frames keep coming. Iteration ends when the server answers a new
+    offer 404 (the stream ended) or :meth:`stop` is called; it raises
+    :class:`GatewayUnavailable` (or the error answer) when the connection
+    could not be replaced. Frames are received as they arrive, whether or
     not anyone iterates (aiortc would queue them without bound); at most
     :data:`PLAYER_QUEUE` wait for a slow reader, older ones are dropped
     (counted in :attr:`dropped`) so that what it reads stays recent.
@@ -326,12 +432,15 @@ class WhepPlayer:
         timeout: float = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
     ) -> None:
-        self._endpoint = _Endpoint(
+        endpoint = _Endpoint(
             whep_url, session=session, verify_tls=verify_tls, timeout=timeout, retries=retries
         )
-        self._pc: RTCPeerConnection | None = None
+        self._link = _Link(endpoint, self._prepare, retries)
         self._frames: asyncio.Queue[av.VideoFrame | None] = asyncio.Queue(maxsize=PLAYER_QUEUE)
-        self._receiver: asyncio.Task[None] | None = None
+        self._receivers: set[asyncio.Task[None]] = set()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._started = False
+        self._failure: BaseException | None = None
         self._ended = False
         """Whether the end was queued (nothing is queued after it)."""
         self.dropped = 0
@@ -349,53 +458,79 @@ class WhepPlayer:
     ) -> None:
         await self.stop()
 
+    @property
+    def resource_url(self) -> str | None:
+        """The WHEP resource of the current connection (the answer's ``Location``)."""
+        return self._link.endpoint.location
+
+    @property
+    def reconnects(self) -> int:
+        """How many times a lost connection was replaced."""
+        return self._link.reconnects
+
+    async def bytes_received(self) -> int:
+        """Bytes received so far over every connection (what the network carried, all included)."""
+        return (await self._link.transferred()).received
+
     async def start(self) -> None:
         """Offer to receive video and apply the answer (retried on transient failures)."""
-        if self._pc is not None:
+        if self._started:
             raise RuntimeError("the WhepPlayer is already started")
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self._pc = pc
-
-        def on_track(received: MediaStreamTrack) -> None:
-            if received.kind == "video" and self._receiver is None:
-                self._receiver = asyncio.create_task(self._receive(received))
-
-        def on_state() -> None:
-            if pc.connectionState in ("closed", "failed"):
-                self._offer(None)
-
-        pc.on("track", on_track)
-        pc.on("connectionstatechange", on_state)
-        pc.addTransceiver("video", direction="recvonly")
+        self._started = True
         try:
-            await self._endpoint.negotiate(pc)
+            await self._link.connect()
         except BaseException:
             await self.stop()
             raise
+        self._supervisor = asyncio.create_task(self._supervise())
 
     async def __aiter__(self) -> AsyncIterator[av.VideoFrame]:
-        if self._pc is None and not self._ended:
+        if not self._started:
             raise RuntimeError("start the WhepPlayer first")
         while True:
             frame = await self._frames.get()
             if frame is None:
                 self._frames.put_nowait(None)  # the end, for any other reader too
+                if self._failure is not None:
+                    raise self._failure
                 return
             yield frame
 
     async def stop(self) -> None:
         """Delete the WHEP resource and close the connection (ending iteration); idempotent."""
-        pc, self._pc = self._pc, None
-        receiver, self._receiver = self._receiver, None
-        if receiver is not None:
-            receiver.cancel()
-            await asyncio.gather(receiver, return_exceptions=True)
-        if pc is not None:
-            await pc.close()
+        tasks = [task for task in (self._supervisor, *self._receivers) if task is not None]
+        self._supervisor = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._link.close()
         self._offer(None)
-        await self._endpoint.close()
 
-    async def _receive(self, track: MediaStreamTrack) -> None:
+    def _prepare(self, pc: RTCPeerConnection) -> None:
+        def on_track(received: MediaStreamTrack) -> None:
+            if received.kind == "video" and pc is self._link.pc:
+                task = asyncio.create_task(self._receive(received, pc))
+                self._receivers.add(task)
+                task.add_done_callback(self._receivers.discard)
+
+        pc.on("track", on_track)
+        pc.addTransceiver("video", direction="recvonly")
+
+    async def _supervise(self) -> None:
+        """Replace a lost connection until the stream is gone or the retries are spent."""
+        while True:
+            await self._link.lost.wait()
+            logger.info("WHEP connection to %s lost; reconnecting", self._link.endpoint.url)
+            try:
+                if not await self._link.reconnect():
+                    logger.info("the stream behind %s is gone", self._link.endpoint.url)
+                    break
+            except (GatewayError, GatewayUnavailable, InvalidGatewayAnswer) as exc:
+                self._failure = exc
+                break
+        self._offer(None)
+
+    async def _receive(self, track: MediaStreamTrack, pc: RTCPeerConnection) -> None:
         """Move received frames into the bounded queue until the track ends."""
         try:
             while True:
@@ -405,7 +540,7 @@ class WhepPlayer:
         except MediaStreamError:
             pass
         finally:
-            self._offer(None)
+            self._link.drop(pc)
 
     def _offer(self, frame: av.VideoFrame | None) -> None:
         """Queue ``frame`` (``None``: the end), dropping the oldest frame when full."""
