@@ -23,8 +23,7 @@ import logging
 import ssl
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 import aiohttp
 import attrs
@@ -39,6 +38,7 @@ from byockit.client.errors import (
 )
 from byockit.client.session import StreamSession
 from byockit.protocol.errors import ParseError
+from byockit.protocol.lifecycle import Closeable
 from byockit.protocol.models import (
     JobParameters,
     JobRequestDetails,
@@ -239,7 +239,7 @@ async def _send_once(
     return GatewayReply(status, data[:MAX_ANSWER_BYTES].decode(errors="replace"), url)
 
 
-class GatewayClient:
+class GatewayClient(Closeable):
     """Starts BYOC streams on one gateway, or on the first of several that takes them.
 
     ``url``: a gateway's base URL (``https://gateway:8088``), or several in
@@ -275,17 +275,6 @@ class GatewayClient:
         self.retry: Final = RetryPolicy(retries, backoff)
         self._session = session
         self._owns_session = session is None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Close the HTTP session if the client made it. Streams keep running on the gateway."""

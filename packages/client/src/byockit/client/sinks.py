@@ -17,13 +17,13 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from fractions import Fraction
-from types import TracebackType
 from typing import BinaryIO, Final, Self
 
 import attrs
 import av
 
 from byockit.protocol.errors import MediaError
+from byockit.protocol.lifecycle import Closeable
 from byockit.protocol.media import TIME_BASE
 from byockit.protocol.media.pattern import read_index
 
@@ -126,7 +126,7 @@ def _remember(table: OrderedDict[int, float], key: int, when: float) -> None:
         table.popitem(last=False)
 
 
-class Recorder:
+class Recorder(Closeable):
     """Writes frames to an MP4 file, H.264 (libx264) at the first frame's size.
 
     ``await recorder.write(frame)`` (or :meth:`record` an async iterable),
@@ -155,17 +155,6 @@ class Recorder:
         self._closed = False
         self.frames_written = 0
         self.frames_dropped = 0
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def write(self, frame: av.VideoFrame) -> None:
         """Encode one frame (waits while the encoder is busy with the previous one)."""

@@ -27,7 +27,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Generator
-from types import TracebackType
 from typing import Any, Final, NamedTuple, Self
 
 import av
@@ -35,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from byockit.protocol.errors import MediaError, StreamClosedError
+from byockit.protocol.lifecycle import Closeable
 from byockit.protocol.media import CLOCK_HZ, TIME_BASE, video_frame
 from byockit.protocol.media.pattern import MAX_INDEX, indexed_frame
 
@@ -48,7 +48,7 @@ DEFAULT_PUSH_QUEUE: Final = 4
 """Frames :class:`PushSource` holds before ``push`` waits."""
 
 
-class VideoSource:
+class VideoSource(Closeable):
     """Base of the sources: an async iterator of frames that must be closed."""
 
     def __aiter__(self) -> Self:
@@ -59,17 +59,6 @@ class VideoSource:
 
     async def close(self) -> None:
         """Release what the source holds; iteration ends. Idempotent."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 class _Pacer:

@@ -21,18 +21,18 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterable
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 import aiohttp
 import av
 
+from byockit.protocol.lifecycle import Closeable
 from byockit.protocol.media import SegmentEncoder, decode_segments, publish_stream
 from byockit.protocol.trickle.publisher import TricklePublisher
 from byockit.protocol.trickle.subscriber import TrickleSubscriber
 
 
-class TrickleDirect:
+class TrickleDirect(Closeable):
     """Publishes frames into ``subscribe_url`` and decodes the frames of ``publish_url``.
 
     ``verify_tls`` as for :class:`~byockit.protocol.trickle.TricklePublisher`
@@ -59,17 +59,6 @@ class TrickleDirect:
         self._encoder = encoder
         self._publisher: TricklePublisher | None = None
         self._subscriber: TrickleSubscriber | None = None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def publish(self, frames: AsyncIterable[av.VideoFrame]) -> None:
         """Encode ``frames`` into the input channel; returns when they end, the last segment done.

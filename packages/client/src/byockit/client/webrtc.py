@@ -24,8 +24,7 @@ import logging
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 import aiohttp
 import attrs
@@ -42,6 +41,7 @@ from byockit.client.gateway import (
     RetryPolicy,
     send,
 )
+from byockit.protocol.lifecycle import Service
 from byockit.protocol.trickle.http import request_ssl
 
 logger = logging.getLogger(__name__)
@@ -278,7 +278,7 @@ async def _transport_bytes(pc: RTCPeerConnection) -> _Transferred:
     return _Transferred(sent, received)
 
 
-class WhipPublisher:
+class WhipPublisher(Service):
     """Publishes ``source`` (any async iterable of :class:`av.VideoFrame`) to a WHIP endpoint.
 
     Frames must carry ``pts`` and ``time_base``; they are sent as they come
@@ -310,18 +310,6 @@ class WhipPublisher:
         self._failed = asyncio.Event()
         self._finished = asyncio.Event()
         self._failure: BaseException | None = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def playback_url(self) -> str:
@@ -408,7 +396,7 @@ class WhipPublisher:
         await self._frames.put(None)
 
 
-class WhepPlayer:
+class WhepPlayer(Service):
     """Plays a WHEP endpoint: iterate it for the received :class:`av.VideoFrame`\\ s.
 
     A connection that fails, that the server closes or whose track ends is
@@ -445,18 +433,6 @@ class WhepPlayer:
         """Whether the end was queued (nothing is queued after it)."""
         self.dropped = 0
         """Frames dropped because the reader was behind."""
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def resource_url(self) -> str | None:

@@ -66,13 +66,13 @@ import secrets
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
 
 from byockit.protocol.errors import ParseError, TrickleError
+from byockit.protocol.lifecycle import Service
 from byockit.protocol.models import JSONValue, LivepeerHeader, StartRequest, StreamUrls
 from byockit.protocol.trickle.channels import JsonLinesReader, JsonReader, encode_document
 from byockit.protocol.trickle.http import create_session
@@ -98,7 +98,7 @@ MAX_SDP_BYTES: Final = 64 * 1024
 _STREAM_ID = re.compile(r"[A-Za-z0-9._~-]{1,200}")
 
 
-class FakeGateway:
+class FakeGateway(Service):
     """Serves the ``/process/stream`` API on ``host:port`` over ``orchestrators``.
 
     ``orchestrators`` are running :class:`FakeOrchestrator`\\ s (their
@@ -124,18 +124,6 @@ class FakeGateway:
         self._statuses: dict[str, dict[str, Any]] = {}
         self._runner: web.AppRunner | None = None
         self._trickle_http: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> FakeGateway:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         """Bind and serve."""

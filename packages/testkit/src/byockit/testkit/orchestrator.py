@@ -40,7 +40,6 @@ from collections.abc import (
     Iterable,
     Mapping,
 )
-from types import TracebackType
 from typing import Any, Final, TypeVar, overload
 
 import aiohttp
@@ -49,6 +48,7 @@ import av
 from aiohttp import web
 
 from byockit.protocol.errors import ByockitError, ParseError, TrickleError
+from byockit.protocol.lifecycle import Service
 from byockit.protocol.media.aio import decode_segments, publish_stream
 from byockit.protocol.media.encoder import SegmentEncoder
 from byockit.protocol.models import CapabilityRegistration, Event, EventMessage, StreamStoppedEvent
@@ -95,7 +95,7 @@ class WorkerReply:
     body: str
 
 
-class FakeOrchestrator:
+class FakeOrchestrator(Service):
     """Serves the registration API on ``host:port`` and drives registered workers.
 
     ``trickle``: the :class:`TrickleServer` holding the streams' channels (one
@@ -144,18 +144,6 @@ class FakeOrchestrator:
         self._trickle_http: aiohttp.ClientSession | None = None
         self.unregistered: list[str] = []
         """Capability names unregistered, in order (kept across restarts)."""
-
-    async def __aenter__(self) -> FakeOrchestrator:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         """Bind and serve. After :meth:`stop`, binds the same port again (a restart)."""

@@ -34,6 +34,7 @@ import attrs
 from aiohttp import web
 
 from byockit.protocol.errors import ParseError
+from byockit.protocol.lifecycle import Service
 from byockit.protocol.models import HealthStatus, StreamStatus, WorkerHealth, WorkerStartRequest
 from byockit.worker.hardware import PIPELINE, HardwareMonitor
 from byockit.worker.health import SessionHealth, SessionSnapshot, WorkerSnapshot, worker_health
@@ -210,7 +211,7 @@ class SessionFactory(Protocol):
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class WorkerServer:
+class WorkerServer(Service):
     """Serves a processor as a BYOC worker on ``host:port`` (``port=0``: any free port).
 
     ``processor`` is anything :meth:`ProcessorRuntime.wrap` takes (a function,
@@ -299,13 +300,6 @@ class WorkerServer:
             await self._runner.cleanup()
         self._hardware.close()
         logger.info("worker stopped")
-
-    async def __aenter__(self) -> WorkerServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     async def wait_loaded(self) -> None:
         """Until the processor's ``load()`` has finished, well or not (see :attr:`load_error`)."""

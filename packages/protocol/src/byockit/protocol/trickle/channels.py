@@ -21,10 +21,10 @@ import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 from byockit.protocol.errors import ParseError, StreamClosedError, TrickleError
+from byockit.protocol.lifecycle import Closeable
 from byockit.protocol.trickle.constants import KEEPALIVE
 from byockit.protocol.trickle.http import require_positive
 from byockit.protocol.trickle.publisher import SegmentWriter, TricklePublisher
@@ -145,7 +145,7 @@ class JsonReader:
                 yield document
 
 
-class JsonLinesWriter:
+class JsonLinesWriter(Closeable):
     """Publishes JSON lines, streamed live within segments cut every ``segment_seconds``.
 
     A segment is also cut once it holds ``max_segment_bytes``. An async
@@ -170,17 +170,6 @@ class JsonLinesWriter:
         self._size = 0
         self._cutter: asyncio.Task[None] | None = None
         self._closed = False
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def send(self, document: object) -> None:
         """Write ``document`` as one line now; :class:`ParseError` if it is not under 64 KiB.

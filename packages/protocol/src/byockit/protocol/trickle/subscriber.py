@@ -27,7 +27,6 @@ import contextlib
 import logging
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator
-from types import TracebackType
 from typing import Final, Self
 
 import aiohttp
@@ -40,6 +39,7 @@ from byockit.protocol.errors import (
     TrickleTimeoutError,
     TrickleTLSError,
 )
+from byockit.protocol.lifecycle import Closeable
 from byockit.protocol.trickle.constants import (
     CLOSED_HEADER,
     LATEST_HEADER,
@@ -136,7 +136,7 @@ class Segment:
         self._response.close()
 
 
-class TrickleSubscriber:
+class TrickleSubscriber(Closeable):
     """Reads one trickle channel; an async context manager and an async iterator of segments.
 
     ``start``: ``-2`` the segment being written now (fastest first frame),
@@ -185,17 +185,6 @@ class TrickleSubscriber:
         self._failure: TrickleError | None = None
         self._ended = False
         self._closed = False
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __aiter__(self) -> Self:
         return self

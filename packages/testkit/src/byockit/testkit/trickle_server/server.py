@@ -7,10 +7,10 @@ import contextlib
 import logging
 import ssl
 import time
-from types import TracebackType
 
 from aiohttp import web
 
+from byockit.protocol.lifecycle import Service
 from byockit.testkit.trickle_server.channel import ChannelRegistry
 from byockit.testkit.trickle_server.handlers import CONTINUE_INTERVAL, TrickleHandlers
 
@@ -20,7 +20,7 @@ _SHUTDOWN_TIMEOUT = 0.5
 """Seconds ``stop()`` lets unfinished requests (mid-stream uploads) run before cancelling them."""
 
 
-class TrickleServer:
+class TrickleServer(Service):
     """Serves trickle channels over HTTP(S) on ``host:port`` under ``base_path``.
 
     ``auto_create`` lets the first segment POST create a channel (a test
@@ -106,18 +106,6 @@ class TrickleServer:
             self._sweeper = None
         await runner.cleanup()
         self._registry.clear()  # also what was created while the server wound down
-
-    async def __aenter__(self) -> TrickleServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def url(self) -> str:
