@@ -2,10 +2,8 @@
 
 The smallest worker is a function from frame to frame::
 
-    import numpy as np
-
-    def invert(frame: np.ndarray) -> np.ndarray:
-        return 255 - frame
+    def invert(frame):
+        return 255 - frame.data
 
 served with ``byockit-worker serve my_module:invert --port 8000``. A
 :class:`Processor` subclass adds lifecycle hooks (load, stream start, params
@@ -25,6 +23,7 @@ from byockit.worker.processor import (
     Processor,
     ProcessorRuntime,
     StreamContext,
+    build_params,
 )
 from byockit.worker.registration import Registrar, RegistrationError, RegistrationSettings
 from byockit.worker.server import WorkerServer
@@ -47,4 +46,5 @@ __all__ = [
     "StreamContext",
     "StreamSession",
     "WorkerServer",
+    "build_params",
 ]

@@ -288,6 +288,23 @@ class ProcessorRuntime:
         return self.processor.load()
 
 
+def build_params(
+    params_type: type[ParamsT], raw: Mapping[str, JSONValue], where: str = ""
+) -> ParamsT:
+    """``raw`` parsed strictly into ``params_type``, as a processor's parameters are.
+
+    For processors that nest other processors' parameters (a chain of
+    effects): errors name the field under ``where`` (``"stages[2]"``).
+    :class:`ParamsRejected` says what is wrong; ``TypeError`` if
+    ``params_type`` cannot be read from JSON at all.
+    """
+    _check_params_class(params_type, params_type.__qualname__)
+    if not isinstance(raw, Mapping):
+        raise ParamsRejected(f"{where or 'parameters'} must be a JSON object, got {_show(raw)}")
+    built: ParamsT = _build(params_type, raw, where)  # type: ignore[assignment]
+    return built
+
+
 def _check_takes_one_argument(function: Callable[..., object], name: str) -> None:
     try:
         signature = inspect.signature(function)
