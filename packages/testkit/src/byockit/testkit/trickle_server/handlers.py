@@ -9,6 +9,7 @@ size), this answers 400 and 413 instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Callable
 
@@ -29,6 +30,7 @@ from byockit.protocol.trickle.constants import (
     STATUS_SEGMENT_NOT_FOUND,
 )
 from byockit.testkit.trickle_server.channel import Channel, ChannelRegistry, Segment
+from byockit.testkit.trickle_server.faults import TrickleFaults, relayed
 
 CONTINUE_INTERVAL = 10.0
 """Seconds between interim ``100 Continue`` answers to a POST still waiting for its body."""
@@ -47,7 +49,7 @@ class _BrokenUpload(Exception):
 
 
 class TrickleHandlers:
-    """Request handlers of one server, sharing its channel registry and settings."""
+    """Request handlers of one server, sharing its channel registry, settings and faults."""
 
     def __init__(
         self,
@@ -57,8 +59,10 @@ class TrickleHandlers:
         max_segment_bytes: int,
         continue_interval: float,
         clock: Callable[[], float],
+        faults: TrickleFaults,
     ) -> None:
         self._registry = registry
+        self._faults = faults
         self._auto_create = auto_create
         self._max_segment_bytes = max_segment_bytes
         self._continue_interval = continue_interval
@@ -111,6 +115,8 @@ class TrickleHandlers:
             return _error(400, "Invalid idx")
         latest = channel.next_write
         seq = channel.resolve_read(requested)
+        if not channel.closed and self._faults.take_470(channel.name, seq):
+            return _missing_segment(channel, seq, latest)
         segment = channel.segment_for_read(seq)
         if segment is None:
             return _missing_segment(channel, seq, latest)
@@ -124,11 +130,13 @@ class TrickleHandlers:
         if seq != latest:
             response.headers[LATEST_HEADER] = str(latest)
         response.headers["Content-Type"] = channel.mime_type
+        delay = self._faults.delay_for(channel.name, seq)
         try:
-            await response.prepare(request)
-            while chunk is not None:
-                await response.write(chunk)
-                chunk = await reader.read()
+            async with contextlib.aclosing(relayed(reader, chunk, delay)) as chunks:
+                async for data in chunks:
+                    if not response.prepared:  # a delayed answer starts with its first chunk
+                        await response.prepare(request)
+                    await response.write(data)
             await response.write_eof()
         except ConnectionResetError:
             pass  # the reader went away; nothing is owed to anyone
@@ -174,6 +182,11 @@ class TrickleHandlers:
             response = _posted(channel, seq)
             response.force_close()
             return response
+        if first and self._faults.take_drop(channel.name, seq):
+            while await _read_chunk(request):
+                pass  # taken, and thrown away
+            segment.close()
+            return _posted(channel, seq)
         chunk = first
         while chunk:
             if segment.size + len(chunk) > self._max_segment_bytes:

@@ -7,11 +7,13 @@ import contextlib
 import logging
 import ssl
 import time
+from typing import Final
 
 from aiohttp import web
 
 from byockit.protocol.lifecycle import Service
 from byockit.testkit.trickle_server.channel import ChannelRegistry
+from byockit.testkit.trickle_server.faults import TrickleFaults
 from byockit.testkit.trickle_server.handlers import CONTINUE_INTERVAL, TrickleHandlers
 
 _log = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ class TrickleServer(Service):
 
     ``continue_interval`` (not a constructor argument: only tests change it)
     is the pause between interim ``100 Continue`` answers to a waiting POST.
+    :attr:`faults` injects delays, drops, 470s and restarts for tests.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class TrickleServer(Service):
         self._max_segment_bytes = max_segment_bytes
         self.continue_interval = CONTINUE_INTERVAL
         self._registry = ChannelRegistry()
+        self.faults: Final = TrickleFaults(self)
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -72,6 +76,7 @@ class TrickleServer(Service):
             max_segment_bytes=self._max_segment_bytes,
             continue_interval=self.continue_interval,
             clock=time.monotonic,
+            faults=self.faults,
         )
         app = web.Application()
         handlers.add_routes(app, self._base_path)
