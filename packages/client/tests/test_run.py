@@ -126,6 +126,9 @@ async def test_a_timed_run_measures_and_records(tmp_path: Path) -> None:
         assert bitrate == sent_or_received * 8 / summary.seconds
     assert any(report.bitrate_in > 0 and report.bitrate_out > 0 for report in reports)
     assert all(0 <= report.bitrate_in < 20_000_000 for report in reports)
+    live_dropped = [report.dropped for report in reports if report.dropped is not None]
+    assert live_dropped  # the live view counts them as it goes
+    assert all(0 <= dropped <= summary.dropped for dropped in live_dropped)
     assert summary.status is not None
     assert summary.status["stream_id"] == summary.stream_id
     assert summary.recorded == str(out)

@@ -270,7 +270,7 @@ async def _run(args: argparse.Namespace, state: StateFile, console: Console) -> 
         live.update(progress_view(progress))
 
     with (
-        _ending_on_signals(stop),
+        ending_on_signals(stop),
         Live(f"starting on {', '.join(args.gateway)}...", console=console) as live,
     ):
         try:
@@ -291,7 +291,7 @@ async def _run(args: argparse.Namespace, state: StateFile, console: Console) -> 
 
 
 @contextlib.contextmanager
-def _ending_on_signals(stop: asyncio.Event) -> Iterator[None]:
+def ending_on_signals(stop: asyncio.Event) -> Iterator[None]:
     """Set ``stop`` on the first SIGINT/SIGTERM; a second SIGINT interrupts for real."""
     loop = asyncio.get_running_loop()
     handled = (signal.SIGINT, signal.SIGTERM)
@@ -331,6 +331,7 @@ def progress_view(progress: Progress) -> Group:
         "latency", _ms(progress.latency),
         "bitrate", f"{_kbits(progress.bitrate_in)} in / {_kbits(progress.bitrate_out)} out",
     )  # fmt: skip
+    table.add_row("dropped", "-" if progress.dropped is None else str(progress.dropped))
     parts: list[Table | str] = [table]
     if progress.preview_url:
         parts.append(f"preview: {progress.preview_url}")

@@ -96,6 +96,8 @@ class Progress:
     """Bits per second received over WHEP since the previous report."""
     preview_url: str | None
     """The preview page, when the run has one."""
+    dropped: int | None
+    """Indexed frames missing from the output so far (``None`` if frames carry no index)."""
 
 
 @attrs.frozen
@@ -335,7 +337,14 @@ class Meter:
             bitrate_in=(traffic[0] - sent) * 8 / span,
             bitrate_out=(traffic[1] - received) * 8 / span,
             preview_url=preview_url,
+            dropped=self.dropped(),
         )
+
+    def dropped(self) -> int | None:
+        """Indexes between the first and the last output frame that never came out."""
+        if self._first_index is None or self._last_index is None:
+            return None
+        return self._last_index - self._first_index + 1 - self._distinct
 
     def summary(
         self,
@@ -347,9 +356,6 @@ class Meter:
         """The whole run; ``traffic``: bytes sent and received."""
         seconds = time.monotonic() - self.started
         samples = list(self.latencies)
-        dropped = None
-        if self._first_index is not None and self._last_index is not None:
-            dropped = self._last_index - self._first_index + 1 - self._distinct
         return RunSummary(
             stream_id=stream.stream_id,
             gateway=stream.gateway_url,
@@ -364,7 +370,7 @@ class Meter:
             bytes_out=traffic[1],
             bitrate_in=traffic[0] * 8 / seconds,
             bitrate_out=traffic[1] * 8 / seconds,
-            dropped=dropped,
+            dropped=self.dropped(),
             status=status,
             recorded=recorded,
         )
