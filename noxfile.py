@@ -13,7 +13,7 @@ import nox
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.default_venv_backend = "venv"
 
-PACKAGES = ("protocol", "testkit", "worker", "client")
+PACKAGES = ("protocol", "testkit", "worker", "client", "byockit")
 TORCH = "torch==2.13.0"
 """The pin every test environment installs (a CPU build here); packages declare a range."""
 LINT_TOOLS = ("ruff==0.17.6",)
@@ -55,15 +55,19 @@ def typecheck(session: nox.Session) -> None:
         "packages/testkit/src",
         "packages/worker/src",
         "packages/client/src",
+        "packages/byockit/src",
     )
     session.run("mypy", "benchmarks", "examples")
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Trickle loop demo: synthetic clip -> publisher -> server -> subscriber -> decoder."""
+    """The whole loop on loopback: client -> gateway -> orchestrator -> worker and back.
+
+    Arguments after ``--`` go to ``byockit demo`` (``--seconds``, ``--webcam``...).
+    """
     install_packages(session, extra=None)
-    session.run("python", "-m", "byockit.testkit.demo", *session.posargs)
+    session.run("byockit", "demo", *session.posargs)
 
 
 @nox.session
