@@ -125,8 +125,8 @@ def test_new_writes_a_processor_and_a_dockerfile(
     assert "class Params" in source
     assert "processor = " in source
     dockerfile = (tmp_path / "app" / "Dockerfile").read_text()
-    assert "FROM python:" in dockerfile
-    assert "pip install --no-cache-dir byockit-worker" in dockerfile
+    assert "FROM byockit-worker\n" in dockerfile  # the reference image: torch, CUDA, the SDK
+    assert "docker build -f packages/worker/Dockerfile -t byockit-worker ." in dockerfile
     assert "COPY my_fx.py ." in dockerfile
     assert 'CMD ["byockit-worker", "serve", "my_fx:processor"' in dockerfile
     assert "ENV CAPABILITY_NAME=my-fx" in dockerfile
