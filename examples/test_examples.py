@@ -36,11 +36,60 @@ async def test_minimal_worker() -> None:
     assert indexes[-1] == 44
 
 
+async def test_torch_processor() -> None:
+    main = load("torch_processor.py")["main"]
+    first_tinted, refused = await main(45)  # type: ignore[operator]
+    assert first_tinted > 15  # switched on when frame 15 came back, so later
+    assert refused.startswith("HTTP 400")
+    assert "strength" in refused
+
+
+async def test_serve_your_model() -> None:
+    main = load("serve_your_model.py")["main"]
+    indexes, from_model, from_input = await main(30)  # type: ignore[operator]
+    assert indexes == sorted(set(indexes))
+    assert indexes[-1] == 29
+    assert from_model < 6  # the model's own output, but for H.264's losses...
+    assert from_input > 20  # ...and far from the input
+
+
+async def test_client_record_file(tmp_path: Path) -> None:
+    main = load("client_record_file.py")["main"]
+    output = tmp_path / "out.mp4"
+    result = await main(60, str(output))  # type: ignore[operator]
+    assert result.recorded == result.received  # the MP4 holds every frame that came back
+    assert 20 <= result.recorded <= 60  # live: the first frames go while connections set up
+    assert result.colour_in > 20
+    assert result.colour_out < 3  # the noir look is grey
+
+
+async def test_client_params() -> None:
+    main = load("client_params.py")["main"]
+    result = await main(30)  # type: ignore[operator]
+    cool, neutral, warm = result.warmth
+    assert cool + 10 < neutral < warm - 10
+    assert result.refused.startswith("HTTP 400")
+    assert "temperature" in result.refused
+    # the start params, or the last accepted ones if the worker reported again (every 10 s)
+    assert result.echoed in [{"stages": [{"effect": "grade", "temperature": t}]} for t in (-1, 1)]
+
+
+SCRIPT_ARGS = {
+    "client_params.py": ["--frames", "20"],
+    "client_record_file.py": ["--frames", "30", "--output", "{tmp}/out.mp4"],
+    "minimal_worker.py": ["--frames", "30"],
+    "serve_your_model.py": ["--frames", "30"],
+    "torch_processor.py": ["--frames", "30"],
+    "trickle_video_loop.py": ["--frames", "30"],
+}
+"""Short runs: the examples' own defaults are for people watching."""
+
+
 @pytest.mark.parametrize(
     "name", sorted(p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("test_"))
 )
-def test_example_runs_as_a_script(name: str) -> None:
-    args = ["--frames", "30"] if name in {"trickle_video_loop.py", "minimal_worker.py"} else []
+def test_example_runs_as_a_script(name: str, tmp_path: Path) -> None:
+    args = [arg.format(tmp=tmp_path) for arg in SCRIPT_ARGS.get(name, [])]
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / name), *args],
         capture_output=True,
@@ -50,3 +99,4 @@ def test_example_runs_as_a_script(name: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
+    assert result.stdout.strip()  # a short human-readable result
