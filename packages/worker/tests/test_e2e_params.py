@@ -27,6 +27,7 @@ from byockit.protocol.models import (
     ErrorEvent,
     Event,
     ParamsUpdateEvent,
+    StreamStatus,
 )
 from byockit.protocol.trickle.channels import DEFAULT_MAX_DOCUMENT_BYTES
 from byockit.testkit.orchestrator import FakeOrchestrator, FakeStream
@@ -101,9 +102,11 @@ class Watcher:
 
 
 @contextlib.asynccontextmanager
-async def streaming(processor: Inverter) -> AsyncIterator[tuple[FakeStream, Watcher, WorkerServer]]:
+async def streaming(
+    processor: Inverter, status_interval: float = 0.5
+) -> AsyncIterator[tuple[FakeStream, Watcher, WorkerServer]]:
     """A worker serving ``processor`` and one stream on it (started with ``invert: true``)."""
-    sessions = functools.partial(StreamSession, status_interval=0.5)
+    sessions = functools.partial(StreamSession, status_interval=status_interval)
     async with FakeOrchestrator(keepalive_interval=0.5) as orchestrator:
         server = WorkerServer(processor, port=0, session_factory=sessions)
         async with server:
@@ -130,10 +133,19 @@ def update_event(params: dict[str, Any]) -> Callable[[Event], bool]:
     return lambda event: isinstance(event, ParamsUpdateEvent) and event.params == params
 
 
+def status_with(params: dict[str, Any]) -> Callable[[Event], bool]:
+    return lambda event: (
+        isinstance(event, StreamStatus)
+        and event.inference_status is not None
+        and event.inference_status.last_params == params
+    )
+
+
 @pytest.mark.parametrize("via", ["rest", "control"])
 async def test_an_update_takes_effect_at_the_next_frame(via: Literal["rest", "control"]) -> None:
     processor = Inverter()
-    async with streaming(processor) as (stream, watcher, server):
+    # Periodic status events far apart: the one with the new params is the update's own.
+    async with streaming(processor, status_interval=3600) as (stream, watcher, server):
         await batch(stream, 0)
         await watcher.reaches(BATCH - 1)  # the last frame before the update is out
 
@@ -143,6 +155,9 @@ async def test_an_update_takes_effect_at_the_next_frame(via: Literal["rest", "co
         else:
             await stream.send_control({"invert": False})
         await stream.wait_event(update_event({"invert": False}), timeout=TIMEOUT)
+        # A status follows at once (not after the 10 s status interval): gateways
+        # answer status queries with the last status event.
+        await stream.wait_event(status_with({"invert": False}), timeout=TIMEOUT)
 
         await batch(stream, 1)
         await watcher.reaches(2 * BATCH - 1)

@@ -6,8 +6,9 @@ A session opens the stream's trickle channels (PROTOCOL.md 3) and runs the
 - **control**: every message but a keepalive is a parameter update; a
   malformed or rejected one is reported as an error event and the stream
   goes on (so is a control channel that ends before its first message);
-- **events**: a ``status`` event at once and every ``status_interval``
-  seconds (the gateway drops a stream that is silent for 30 s), trace events
+- **events**: a ``status`` event at once, after each parameter update and
+  every ``status_interval`` seconds (the gateway drops a stream that is
+  silent for 30 s), trace events
   for the first input and first output segment, ``params_update``,
   ``error`` (a failing processor: at most one a second) and finally
   ``stream_stopped``, plus the processor's own events;
@@ -179,7 +180,10 @@ class StreamSession:
         """Merge ``raw`` into the stream's parameters; :class:`ParamsRejected` keeps the old ones.
 
         The pipeline's keys take effect at once, the processor's between its
-        next two frames; a ``params_update`` event carries the whole new set.
+        next two frames; a ``params_update`` event carries the whole new set,
+        and a ``status`` event follows at once (gateways answer status
+        queries with the last one, which would otherwise lag by up to
+        ``status_interval``).
         """
         if not isinstance(raw, Mapping):
             raise ParamsRejected(f"parameters must be a JSON object, not {type(raw).__name__}")
@@ -188,6 +192,7 @@ class StreamSession:
         self._params_time = unix_ms()
         self._pipeline.update_params(parsed)
         self._emit(ParamsUpdateEvent(parsed.raw, self._params_time))
+        self._emit(self.status())
 
     def status(self) -> StreamStatus:
         """The stream's status document (``GET /stream/status``, the ``status`` event)."""
