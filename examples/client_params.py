@@ -9,9 +9,8 @@ frames. The program measures how warm the output looks after each change
 worker refuses with a message naming it (the stream keeps its params), and
 reads the stream's status, which echoes the params the worker runs with.
 
-The gateway's status is the worker's last ``status`` event: it echoes the
-start params at once, and an update when the worker next reports (a byockit
-worker does every 10 s).
+The gateway's status is the worker's last ``status`` event; a byockit
+worker sends one after each accepted update (and every 10 s).
 
 Everything runs on loopback in this process (``byockit.demo.network``:
 trickle server, fake orchestrator, the reference effects worker, fake gateway).
