@@ -62,6 +62,9 @@ def test_bad_arguments_are_named() -> None:
     result = demo("--size", "big")
     assert result.returncode == 2
     assert "expected WIDTHxHEIGHT" in result.stderr
+    result = demo("--seconds", "0")
+    assert result.returncode == 2
+    assert "--seconds: must be > 0" in result.stderr
     result = demo("--file", "/nonexistent/clip.mp4")
     assert result.returncode == 1
     assert "--file /nonexistent/clip.mp4: no such file" in result.stderr

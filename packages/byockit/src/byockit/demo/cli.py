@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from byockit.client.cli import ending_on_signals, progress_view, summary_table
+from byockit.client.cli import ending_on_signals, positive, progress_view, summary_table
 from byockit.client.run import TEST_SOURCE, WEBCAM_SOURCE
 from byockit.demo.network import DemoNetwork
 from byockit.demo.run import DEFAULT_FPS, DemoProgress, DemoResult, DemoSettings, run_demo
@@ -43,16 +43,6 @@ def size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="byockit: Livepeer BYOC made easy.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -72,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--file", metavar="PATH", help="stream this video file")
     demo.add_argument(
         "--seconds",
-        type=seconds,
+        type=positive,
         default=30.0,
         help="how long to run (default: 30); 0 is not allowed, use --forever",
     )
@@ -94,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-preview", action="store_true", help="do not serve the preview page")
     demo.add_argument(
         "--look-interval",
-        type=seconds,
+        type=positive,
         default=5.0,
         metavar="SECONDS",
         help="change the effect this often (default: 5)",
