@@ -30,7 +30,7 @@ from byockit.protocol.media.aio import QUEUE_DEPTH
 from byockit.protocol.trickle.constants import MIME_MPEGTS
 from byockit.protocol.trickle.publisher import TricklePublisher
 from byockit.protocol.trickle.subscriber import Segment, TrickleSubscriber
-from byockit.testkit.synthetic import make_ts_clip, read_index, synthetic_frames
+from byockit.testkit.synthetic import make_ts_clip, read_index, split_segments, synthetic_frames
 from byockit.testkit.trickle_server import TrickleServer
 
 W, H = 160, 90
@@ -124,6 +124,8 @@ async def test_a_slow_consumer_holds_the_source_back() -> None:
         # one frame per chunk: the consumer's, the output queue, the codec's, the input queue
         # and the feeder's are all that can be pulled
         assert pulled <= 1 + QUEUE_DEPTH + 1 + QUEUE_DEPTH + 1 < len(our_chunks())
+        rest = [item async for item in items]  # the source, held back, is woken again
+        assert 1 + len(rest) == len(our_chunks()) == pulled
 
 
 async def test_publish_and_decode_over_trickle(
@@ -149,4 +151,56 @@ async def test_publish_and_decode_over_trickle(
         await asyncio.wait_for(publishing, 10)
     assert indices(items) == list(range(75))
     assert seqs == [0, 1, 2]  # one segment per GOP of 30 frames
+    assert codec_threads() == []
+
+
+async def published_segments(server: TrickleServer, clip: bytes) -> AsyncIterator[Segment]:
+    """The clip's GOPs, published as trickle segments and read back until the last one."""
+    url = server.create_channel("av", MIME_MPEGTS)
+    parts = split_segments(clip)
+    async with TricklePublisher(url) as publisher:
+        for data in parts:
+            async with publisher.segment() as segment:
+                await segment.write(data)
+    async with TrickleSubscriber(url, start=0) as subscriber:
+        async for segment in subscriber:
+            yield segment
+            if segment.seq == len(parts) - 1:
+                return
+
+
+async def test_a_frame_callback_takes_the_frames_in_the_decoder_thread(
+    no_leaks: None, trickle_server: TrickleServer
+) -> None:
+    clip = make_ts_clip(2, width=W, height=H, audio="aac", gop_seconds=1)
+    taken: list[tuple[int, str]] = []
+
+    def on_frame(frame: av.VideoFrame) -> None:
+        index = read_index(frame.to_ndarray(format="rgb24"))
+        taken.append((index, threading.current_thread().name))
+
+    segments = published_segments(trickle_server, clip)
+    async with contextlib.aclosing(decode_segments(segments, on_frame=on_frame)) as decoded:
+        rest = [item async for item in decoded]
+    assert taken == [(index, "byockit-decoder") for index in range(60)]
+    assert rest
+    assert all(isinstance(item, AudioPacket) for item in rest)  # only audio is yielded
+    assert codec_threads() == []
+
+
+async def test_what_the_frame_callback_raises_ends_the_stream(
+    no_leaks: None, trickle_server: TrickleServer
+) -> None:
+    taken: list[av.VideoFrame] = []
+
+    def on_frame(frame: av.VideoFrame) -> None:
+        taken.append(frame)
+        if len(taken) == 10:
+            raise ValueError("frame 10 is unwelcome")
+
+    segments = published_segments(trickle_server, make_ts_clip(1, width=W, height=H))
+    async with contextlib.aclosing(decode_segments(segments, on_frame=on_frame)) as decoded:
+        with pytest.raises(ValueError, match="frame 10 is unwelcome"):
+            [item async for item in decoded]
+    assert len(taken) == 10  # none after the failure
     assert codec_threads() == []

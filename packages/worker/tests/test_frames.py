@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from byockit.protocol.errors import MediaError
+from byockit.protocol.media.convert import Reformatter
 from byockit.testkit.synthetic import indexed_frame, read_index
 from byockit.worker.frames import Frame, FrameConverter, FrameFormat, decoded_rgb, load_torch
 from byockit.worker.processor import StreamContext
@@ -68,10 +69,11 @@ def test_numpy_frames_are_the_decoded_rgb_pixels() -> None:
 
 def test_a_requested_size_is_covered_and_centre_cropped() -> None:
     frame = decoded(9)
-    same_aspect = decoded_rgb(frame, (64, 36))
+    to_rgb = Reformatter("rgb24")
+    same_aspect = decoded_rgb(frame, (64, 36), to_rgb)
     assert same_aspect.shape == (36, 64, 3)
     assert read_index(same_aspect) == 9
-    square = decoded_rgb(frame, (96, 96))
+    square = decoded_rgb(frame, (96, 96), to_rgb)
     assert square.shape == (96, 96, 3)
     # the middle columns of the 171x96 scaled frame
     full = np.asarray(frame.to_ndarray(format="rgb24", width=171, height=96))
@@ -88,6 +90,20 @@ def test_numpy_results_become_frames_at_the_input_timestamp() -> None:
     assert np.array_equal(floats.to_ndarray(format="rgb24"), rgb)
     as_frame = converter.to_video(Frame(rgb[:36, :64], 0, 0, context()), 0)
     assert (as_frame.width, as_frame.height) == (64, 36)
+
+
+def test_results_become_yuv420_frames_that_own_their_pixels() -> None:
+    converter = FrameConverter(FrameFormat.numpy())
+    buffer = indexed_frame(3, W, H)
+    out = converter.to_yuv420(buffer, 9000)
+    assert (out.format.name, out.pts, out.width, out.height) == ("yuv420p", 9000, W, H)
+    buffer[:] = indexed_frame(4, W, H)  # a processor reusing its output array at once
+    rgb = out.to_ndarray(format="rgb24")
+    assert read_index(rgb) == 3
+    assert close_to(rgb, indexed_frame(3, W, H))
+    cropped = converter.to_yuv420(buffer[2:38, 4:68], 0)  # a strided view is read in place
+    assert (cropped.width, cropped.height) == (64, 36)
+    assert close_to(cropped.to_ndarray(format="rgb24"), indexed_frame(4, W, H)[2:38, 4:68])
 
 
 @pytest.mark.parametrize(

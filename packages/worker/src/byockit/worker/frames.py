@@ -6,7 +6,10 @@ A processor says what it wants with a :class:`FrameFormat`: numpy uint8 RGB
 little as possible:
 
 - decoded YUV becomes RGB (and, when the stream asks for a size, is scaled to
-  cover it) in one swscale pass, straight into the array handed over;
+  cover it) in one swscale pass, straight into the array handed over, with
+  the stream's own swscale context (:class:`~byockit.protocol.media.convert.Reformatter`);
+- what ``process`` returns is read where it lies (no copy): the encoder
+  converts it to yuv420p in one more pass, before the processor runs again;
 - numpy to torch on the CPU shares memory (``torch.from_numpy``); ``CHW`` is
   a view; float conversion is one pass on the target device;
 - to CUDA, frames go through a reused pinned host buffer with a non-blocking
@@ -32,8 +35,8 @@ import numpy as np
 import numpy.typing as npt
 
 from byockit.protocol.errors import MediaError
-from byockit.protocol.media.encoder import video_frame
-from byockit.protocol.media.ts import CLOCK_HZ
+from byockit.protocol.media.convert import TO_YUV420, Reformatter, rgb_view
+from byockit.protocol.media.ts import CLOCK_HZ, TIME_BASE
 
 if TYPE_CHECKING:
     import torch
@@ -165,18 +168,30 @@ class FrameConverter:
             self._device = _resolve_device(self._torch, fmt.device)
         self._pinned_in: _PinnedBuffer | None = None
         self._pinned_out: _PinnedBuffer | None = None
+        self._to_rgb = Reformatter("rgb24")
+        self._to_yuv420 = Reformatter("yuv420p", TO_YUV420)
 
     def to_processor(self, frame: av.VideoFrame, size: tuple[int, int] | None) -> Any:
         """The frame's pixels in the processor's format; ``size`` (w, h): scale to cover, crop."""
-        rgb = decoded_rgb(frame, size)
+        rgb = decoded_rgb(frame, size, self._to_rgb)
         if self._torch is None:
             return rgb
         return self._to_tensor(rgb)
 
-    def to_video(self, result: object, pts: int) -> av.VideoFrame:
-        """What ``process`` returned, as a video frame at ``pts``; :class:`MediaError` if unusable.
+    def to_yuv420(self, result: object, pts: int) -> av.VideoFrame:
+        """What ``process`` returned, as a yuv420p frame at ``pts`` with pixels of its own.
 
-        Numpy arrays are HWC; tensors are in the processor's layout.
+        For a caller that keeps the frame while the processor runs again; the
+        worker's encoder converts :meth:`to_video`'s frame itself instead.
+        """
+        return self._to_yuv420(self.to_video(result, pts))
+
+    def to_video(self, result: object, pts: int) -> av.VideoFrame:
+        """What ``process`` returned, as an RGB frame at ``pts``; :class:`MediaError` if unusable.
+
+        Numpy arrays are HWC; tensors are in the processor's layout. The frame
+        shares the result's memory (or this converter's download buffer):
+        encode or convert it before the processor runs again.
         """
         data = result.data if isinstance(result, Frame) else result
         if isinstance(data, np.ndarray):
@@ -193,7 +208,10 @@ class FrameConverter:
             raise MediaError(
                 f"process() returned a {width}x{height} frame; H.264 needs an even, non-zero size"
             )
-        return video_frame(rgb, pts)
+        frame = rgb_view(rgb)
+        frame.pts = pts
+        frame.time_base = TIME_BASE
+        return frame
 
     def _to_tensor(self, rgb: RGBArray) -> Any:
         torch = self._torch
@@ -236,20 +254,20 @@ class FrameConverter:
         return np.asarray(tensor.numpy())
 
 
-def decoded_rgb(frame: av.VideoFrame, size: tuple[int, int] | None) -> RGBArray:
+def decoded_rgb(
+    frame: av.VideoFrame, size: tuple[int, int] | None, to_rgb: Reformatter
+) -> RGBArray:
     """(H, W, 3) uint8 RGB of a decoded frame, scaled to cover ``size`` and centre-cropped.
 
-    One swscale pass; the crop is a view.
+    One swscale pass with ``to_rgb`` (an rgb24 :class:`Reformatter`); the crop is a view.
     """
     if size is None or size == (frame.width, frame.height):
-        return np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
+        return np.asarray(to_rgb(frame).to_ndarray(), dtype=np.uint8)
     width, height = size
     scale = max(width / frame.width, height / frame.height)
     scaled_w = max(width, round(frame.width * scale))
     scaled_h = max(height, round(frame.height * scale))
-    rgb = np.asarray(
-        frame.to_ndarray(format="rgb24", width=scaled_w, height=scaled_h), dtype=np.uint8
-    )
+    rgb = np.asarray(to_rgb(frame, scaled_w, scaled_h).to_ndarray(), dtype=np.uint8)
     top, left = (scaled_h - height) // 2, (scaled_w - width) // 2
     return rgb[top : top + height, left : left + width]
 

@@ -2,23 +2,26 @@
 
 Each stage runs where it costs the least latency (PROTOCOL.md 6, 6.1):
 
-- **decode**: the protocol's decoder thread; each frame reaches the event loop
-  the moment its bytes are in;
-- on the loop, the **frame-rate cap** (integer pts arithmetic) and the
-  **latest-wins slot**: at most one frame waits for inference, and a newer
-  frame replaces it (the older is dropped and counted);
+- **decode**: the protocol's decoder thread; each frame is decoded the moment
+  its bytes are in and, still in that thread, passes the **frame-rate cap**
+  (integer pts arithmetic) into the **latest-wins slot**: at most one frame
+  waits for inference, and a newer frame replaces it (the older is dropped
+  and counted). Frames never wait for the event loop, and do not wake it;
 - **inference**: one thread per stream converts the frame into the
   processor's format, runs ``process`` (an async ``process`` runs on the
-  loop, one frame at a time) and converts the result back; parameter updates
+  loop, one frame at a time) and checks what it returned; parameter updates
   are applied there, between frames. A processor that defines
   ``process_audio`` hears the stream's audio in the same thread, between
   frames: the audio waits in a queue of its own (never in the frame slot),
   is decoded, processed in order and encoded again
   (:mod:`byockit.worker.audio`);
 - **encode**: one thread per stream; it holds at most one processed frame
-  waiting (the inference thread waits meanwhile, so frames are dropped at
-  the slot rather than queued) and muxes the audio: processed, or else
-  passed through untouched;
+  waiting, converts it to yuv420p straight from the processor's memory
+  (where x264 reads it while it is still in the cache) and muxes the audio:
+  processed, or else passed through untouched. The inference thread calls
+  ``process`` again only once that conversion is done, as the processor
+  may reuse its arrays (so frames are dropped at the slot rather than
+  queued);
 - **publish**: on the loop, one trickle segment per GOP, each chunk written
   as soon as it is made.
 
@@ -50,6 +53,7 @@ from byockit.protocol.errors import (
     TrickleTLSError,
 )
 from byockit.protocol.media import AudioPacket, EncodedChunk, SegmentEncoder, decode_segments
+from byockit.protocol.media.convert import TO_YUV420, Reformatter
 from byockit.protocol.media.decoder import StreamDecoder
 from byockit.protocol.media.ts import CLOCK_HZ
 from byockit.protocol.trickle import Segment, SegmentWriter, TricklePublisher
@@ -218,8 +222,10 @@ class _EncoderThread:
     def __init__(self, loop: asyncio.AbstractEventLoop, encoder: SegmentEncoder) -> None:
         self._loop = loop
         self._encoder = encoder
+        self._to_yuv420 = Reformatter("yuv420p", TO_YUV420)
         self._cond = threading.Condition()
         self._video: tuple[av.VideoFrame, float] | None = None
+        self._converting = False
         self._audio: deque[AudioPacket] = deque(maxlen=MAX_PENDING_AUDIO)
         self._input_ended = False
         self._stopping = False
@@ -232,13 +238,20 @@ class _EncoderThread:
         self._thread.start()
 
     def put_video(self, frame: av.VideoFrame, arrived: float) -> None:
-        """Hand over a processed frame; waits while the previous one has not been taken."""
+        """Hand over a processed frame, which may share the processor's memory.
+
+        Call :meth:`wait_converted` first: the frame before must be converted.
+        """
         with self._cond:
-            while self._video is not None and not self._stopping:
-                self._cond.wait()
             if not self._stopping:
                 self._video = (frame, arrived)
                 self._cond.notify_all()
+
+    def wait_converted(self) -> None:
+        """Wait until the frame handed over last has been converted: its memory is free again."""
+        with self._cond:
+            while (self._video is not None or self._converting) and not self._stopping:
+                self._cond.wait()
 
     def put_audio(self, packet: AudioPacket) -> None:
         """Hand over an audio packet to pass through; never waits."""
@@ -268,7 +281,7 @@ class _EncoderThread:
         return item
 
     def stop(self) -> None:
-        """Stop at once, dropping what waits; a waiting ``put_video`` returns."""
+        """Stop at once, dropping what waits; a waiting ``wait_converted`` returns."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -288,18 +301,28 @@ class _EncoderThread:
                     audio = list(self._audio)
                     self._audio.clear()
                     video, self._video = self._video, None
+                    self._converting = video is not None
                     ended = self._input_ended and video is None and not audio
-                    self._cond.notify_all()  # room for the next frame while this one encodes
+                converted = None if video is None else (self._converted(video[0]), video[1])
                 for packet in audio:
                     self._emit(self._encoder.add_audio(packet), None)
-                if video is not None:
-                    self._emit(self._encoder.encode(video[0]), video[1])
+                if converted is not None:
+                    self._emit(self._encoder.encode(converted[0]), converted[1])
                 if ended:
                     self._emit(self._encoder.flush(), None)
                     self._to_loop(None)
                     return
         except Exception as exc:
             self._to_loop(_Failure(exc))
+
+    def _converted(self, frame: av.VideoFrame) -> av.VideoFrame:
+        """The frame as yuv420p, in memory of its own; then the processor may run again."""
+        try:
+            return self._to_yuv420(frame)
+        finally:
+            with self._cond:
+                self._converting = False
+                self._cond.notify_all()
 
     def _emit(self, chunks: list[EncodedChunk], arrived: float | None) -> None:
         for position, chunk in enumerate(chunks):
@@ -340,6 +363,8 @@ class Pipeline:
         self._pending_params: ParsedParams | None = None
         self._params_lock = threading.Lock()
         self._cap = FrameRateCap(params.stream.max_framerate)
+        self._cap_lock = threading.Lock()
+        """The cap is used in the decoder's thread and changed on the loop."""
         self._slot: LatestQueue[_Job] = LatestQueue(1)
         self._unheard: LatestQueue[AudioPacket] | None = (
             LatestQueue(MAX_UNHEARD_AUDIO) if runtime.processes_audio else None
@@ -359,7 +384,8 @@ class Pipeline:
 
     def update_params(self, params: ParsedParams) -> None:
         """New parameters: the cap changes now, the processor's between the next two frames."""
-        self._cap.max_fps = params.stream.max_framerate
+        with self._cap_lock:
+            self._cap.max_fps = params.stream.max_framerate
         with self._params_lock:
             self._pending_params = params
         self._slot.wake()
@@ -411,16 +437,15 @@ class Pipeline:
         finally:
             await self._shut_down(thread, reader, writer, stopper)
 
-    # -- input (event loop) ------------------------------------------------------------------
+    # -- input (event loop; frames in the decoder thread) ------------------------------------
 
     async def _read(self, segments: AsyncIterable[Segment]) -> None:
         decoder = StreamDecoder()
-        async with contextlib.aclosing(decode_segments(self._counted(segments), decoder)) as items:
-            async for item in items:
-                if isinstance(item, AudioPacket):
-                    self._accept_audio(item)
-                else:
-                    self._accept(item)
+        audio = decode_segments(self._counted(segments), decoder, on_frame=self._accept)
+        async with contextlib.aclosing(audio) as packets:
+            async for packet in packets:
+                if isinstance(packet, AudioPacket):
+                    self._accept_audio(packet)
         if decoder.errors:
             logger.info(
                 "stream %s: %d input errors skipped", self._context.stream_id, decoder.errors
@@ -434,7 +459,7 @@ class Pipeline:
             yield segment
 
     def _accept(self, frame: av.VideoFrame) -> None:
-        """A decoded frame: through the cap into the slot, displacing a waiting one."""
+        """A decoded frame, in the decoder's thread: through the cap into the slot."""
         stats = self.stats
         now = time.monotonic()
         index = stats.frames_in
@@ -444,9 +469,12 @@ class Pipeline:
         stats.last_input_time = unix_ms()
         if stats.last_progress_at is None:
             stats.last_progress_at = now
-        if frame.pts is not None and not self._cap.admit(frame.pts):
-            stats.frames_capped += 1
-            return
+        if frame.pts is not None:
+            with self._cap_lock:
+                admitted = self._cap.admit(frame.pts)
+            if not admitted:
+                stats.frames_capped += 1
+                return
         if self._slot.put(_Job(frame, index, now)) is not None:
             stats.frames_dropped += 1
 
@@ -510,6 +538,8 @@ class Pipeline:
         pts = job.frame.pts or 0
         try:
             data = converter.to_processor(job.frame, size)
+            if self._encoder is not None:
+                self._encoder.wait_converted()  # the processor may overwrite its last output
             result = self._call(
                 self._runtime.processor.process, Frame(data, pts, job.index, self._context)
             )

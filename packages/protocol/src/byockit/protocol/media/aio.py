@@ -7,6 +7,11 @@ whatever else the loop is doing and, on a busy loop, backlogs without bound
 stream and takes the next input the moment it is free; the loop only passes
 items in and out through bounded queues (:data:`QUEUE_DEPTH` each way), so a
 slow consumer holds the producer back instead of growing a backlog.
+
+Waking the loop from a thread costs tens of microseconds of CPU (a write to
+its self-pipe, an ``epoll`` round, a turn of the loop), so a codec thread
+wakes it only to hand over outputs, or to free room for an input the loop
+is waiting to hand in (:class:`_Room`), not for every input it takes.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import queue
 import threading
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from typing import Final, Generic, NamedTuple, TypeVar
+
+import av
 
 from byockit.protocol.errors import StreamClosedError, TrickleError
 from byockit.protocol.media.audio import AudioPacket
@@ -55,6 +62,43 @@ _END_OF_INPUT: Final = _EndOfInput()
 _DONE: Final = _Done()
 
 
+class _Room:
+    """Free places in a queue that the loop fills and a thread empties.
+
+    The loop takes a place (one task at a time) and waits only when none is
+    free; the thread gives places back and wakes the loop only if it waits.
+    """
+
+    def __init__(self, places: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._free = places
+        self._lock = threading.Lock()
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def take(self) -> None:
+        while True:
+            with self._lock:
+                if self._free:
+                    self._free -= 1
+                    return
+                waiter = self._waiter = self._loop.create_future()
+            await waiter
+
+    def give(self) -> None:
+        """From any thread: one more place."""
+        with self._lock:
+            self._free += 1
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                self._loop.call_soon_threadsafe(_wake, waiter)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class CodecThread(Generic[InT, OutT]):
     """Runs ``step`` on each input and ``finish`` at the end, in one thread of its own.
 
@@ -74,7 +118,7 @@ class CodecThread(Generic[InT, OutT]):
         self._step = step
         self._finish = finish
         self._loop = asyncio.get_running_loop()
-        self._free_inputs = asyncio.Semaphore(QUEUE_DEPTH)
+        self._free_inputs = _Room(QUEUE_DEPTH)
         self._inbox: queue.SimpleQueue[InT | _EndOfInput | _Failure] = queue.SimpleQueue()
         self._free_outputs = threading.Semaphore(QUEUE_DEPTH)
         self._outbox: asyncio.Queue[OutT | _Failure | _Done] = asyncio.Queue()
@@ -85,17 +129,17 @@ class CodecThread(Generic[InT, OutT]):
 
     async def put(self, item: InT) -> None:
         """Hand in the next input; waits while :data:`QUEUE_DEPTH` inputs are waiting."""
-        await self._free_inputs.acquire()
+        await self._free_inputs.take()
         self._inbox.put(item)
 
     async def end_input(self) -> None:
         """No more inputs: ``finish`` runs after the last one."""
-        await self._free_inputs.acquire()
+        await self._free_inputs.take()
         self._inbox.put(_END_OF_INPUT)
 
     async def fail(self, error: Exception) -> None:
         """The input failed: :meth:`get` raises ``error`` after the outputs of earlier inputs."""
-        await self._free_inputs.acquire()
+        await self._free_inputs.take()
         self._inbox.put(_Failure(error))
 
     async def get(self) -> OutT | None:
@@ -123,7 +167,7 @@ class CodecThread(Generic[InT, OutT]):
         try:
             while not self._stopping.is_set():
                 item = self._inbox.get()
-                self._to_loop(self._free_inputs.release)
+                self._free_inputs.give()
                 if self._stopping.is_set():
                     return
                 if isinstance(item, _Failure):
@@ -192,16 +236,36 @@ async def decode_stream(
 
 
 async def decode_segments(
-    segments: AsyncIterable[Segment], decoder: StreamDecoder | None = None
+    segments: AsyncIterable[Segment],
+    decoder: StreamDecoder | None = None,
+    *,
+    on_frame: Callable[[av.VideoFrame], None] | None = None,
 ) -> AsyncGenerator[MediaItem, None]:
     """Decode a trickle subscriber's segments as one stream.
 
     Each segment's end completes its last frame at once. A segment that
     breaks off (a :class:`TrickleError` from its reader) is logged and
     skipped; decoding resumes with the next segment's IDR picture.
+
+    ``on_frame``, if given, takes each video frame in the decoder's thread
+    (it must be thread-safe and quick) instead of the frame being yielded:
+    a consumer that hands frames to another thread anyway saves the event
+    loop a wake-up per frame. What it raises ends the stream, as a decoding
+    failure would.
     """
     if decoder is None:
         decoder = StreamDecoder()
+
+    def hand_over(items: list[MediaItem]) -> list[MediaItem]:
+        if on_frame is None:
+            return items
+        rest: list[MediaItem] = []
+        for item in items:
+            if isinstance(item, av.VideoFrame):
+                on_frame(item)
+            else:
+                rest.append(item)
+        return rest
 
     async def feed() -> AsyncGenerator[bytes | _SegmentEnd, None]:
         async for segment in segments:
@@ -220,11 +284,11 @@ async def decode_segments(
 
     def step(item: bytes | _SegmentEnd) -> list[MediaItem]:
         if isinstance(item, _SegmentEnd):
-            return decoder.end_segment(broken=item.broken)
-        return decoder.feed(item)
+            return hand_over(decoder.end_segment(broken=item.broken))
+        return hand_over(decoder.feed(item))
 
     thread: CodecThread[bytes | _SegmentEnd, MediaItem] = CodecThread(
-        "byockit-decoder", step, decoder.flush
+        "byockit-decoder", step, lambda: hand_over(decoder.flush())
     )
     async with contextlib.aclosing(_through(thread, feed())) as items:
         async for item in items:

@@ -21,6 +21,7 @@ from av.video.frame import PictureType
 
 from byockit.protocol.errors import MediaError
 from byockit.protocol.media.audio import AudioFormat, AudioPacket
+from byockit.protocol.media.convert import TO_YUV420, Reformatter
 from byockit.protocol.media.mux import TsMuxer
 from byockit.protocol.media.ts import CLOCK_HZ, TIME_BASE
 
@@ -109,6 +110,7 @@ class SegmentEncoder:
         if max_bitrate is not None:
             self._options |= {"maxrate": str(max_bitrate), "bufsize": str(max_bitrate)}
         self._muxer = TsMuxer()
+        self._to_yuv420 = Reformatter("yuv420p", TO_YUV420)
         self._codec: av.VideoCodecContext | None = None
         self._size: tuple[int, int] | None = None
         self._segment_open = False
@@ -139,7 +141,7 @@ class SegmentEncoder:
                 or self._audio != self._segment_audio
             )
         self._last_pts = pts
-        packets = _encode(self._codec, frame, pts, keyframe=new_segment)
+        packets = _encode(self._codec, self._to_yuv420(frame), pts, keyframe=new_segment)
         return chunks + self._write(packets)
 
     def add_audio(self, packet: AudioPacket) -> list[EncodedChunk]:
@@ -223,14 +225,13 @@ def _pts_90khz(frame: av.VideoFrame) -> int:
 
 
 def _encode(
-    codec: av.VideoCodecContext, frame: av.VideoFrame, pts: int, *, keyframe: bool
+    codec: av.VideoCodecContext, image: av.VideoFrame, pts: int, *, keyframe: bool
 ) -> list[av.Packet[Any]]:
-    """Encode at ``pts``, forcing an IDR or forbidding one, without changing the caller's frame.
+    """Encode a yuv420p frame at ``pts``, forcing an IDR or forbidding one, without changing it.
 
     The picture type must always be set: a decoded frame still carries its
     source's type, and libx264 would obey it.
     """
-    image = frame if frame.format.name == "yuv420p" else frame.reformat(format="yuv420p")
     saved = (image.pts, image.time_base, image.pict_type)
     image.pts = pts
     image.time_base = TIME_BASE
