@@ -238,9 +238,11 @@ async def play_to_the_end(player: WhepPlayer) -> None:
 
 
 async def resource_replaced(player: WhepPlayer, old: str) -> None:
+    """Until the player has reconnected (the new resource exists before the count moves)."""
     async with asyncio.timeout(TIMEOUT):
-        while player.resource_url in (old, None):  # noqa: ASYNC110
+        while player.reconnects == 0:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+    assert player.resource_url not in (old, None)
 
 
 async def test_a_player_whose_session_the_server_deleted_reconnects(gateway: FakeGateway) -> None:
