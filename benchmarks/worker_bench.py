@@ -67,7 +67,8 @@ FLOOR_SECONDS: Final = 10.0
 CASES: Final = (
     Case("passthrough-512", "passthrough 512x512, 30 fps", 512, 512, "passthrough", 30, 12),
     Case("passthrough-720", "passthrough 1280x720, 30 fps", 1280, 720, "passthrough", 30, 12),
-    Case("ceiling-512", "passthrough 512x512, input 240 fps", 512, 512, "passthrough", 240, 8),
+    # 480 fps: byockit keeps up with 240 on a quiet 2-core machine, which would be no ceiling.
+    Case("ceiling-512", "passthrough 512x512, input 480 fps", 512, 512, "passthrough", 480, 8),
     Case("ceiling-720", "passthrough 1280x720, input 120 fps", 1280, 720, "passthrough", 120, 8),
     Case("sleep20-30", "20 ms processor 512x512, 30 fps", 512, 512, "sleep20", 30, 12),
     Case("sleep20-60", "20 ms processor 512x512, input 60 fps", 512, 512, "sleep20", 60, 12),
