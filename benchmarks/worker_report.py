@@ -383,9 +383,9 @@ def markdown(results: Results, cases: Sequence[Case], command: str, soak_minutes
         "",
         machine_description(),
         "",
-        "Figures were taken on a **shared 2-core machine** (other engineers ran tests on it "
-        "at the same time), with the harness, the fake orchestrator's trickle server and "
-        "the worker on the same two cores: treat differences of a few percent as noise.",
+        "The harness, the fake orchestrator's trickle server and the worker share this "
+        "machine's cores, and the machine may be shared with other work: treat differences "
+        "of a few percent as noise, and compare implementations within one run.",
         "",
         f"Command: `{command}` (`nox -s bench` runs it with pytrickle's environment).",
         "",
