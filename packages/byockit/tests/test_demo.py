@@ -8,6 +8,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import av
+import torch
 
 import byockit.demo
 from byockit.demo import LOOKS, DemoProgress, DemoSettings, run_demo
@@ -32,7 +33,12 @@ async def test_the_demo_streams_through_every_stage_and_changes_looks(tmp_path: 
     assert result.looks_applied >= 3
     assert {report.look.name for report in reports} >= {LOOKS[0].name, LOOKS[1].name}
     stages = [stage for stage, _, _ in reports[-1].stages]
-    assert stages == ["orchestrator", "trickle server", "worker", "gateway"]
+    assert stages == [
+        "orchestrator",
+        "trickle server",
+        f"worker (reference effects, {'CUDA' if torch.cuda.is_available() else 'CPU'})",
+        "gateway",
+    ]
     assert any("registered" in state for _, _, state in reports[-1].stages)
     assert reports[-1].client.preview_url is not None
     with av.open(str(out)) as container:

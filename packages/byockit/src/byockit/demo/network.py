@@ -43,10 +43,16 @@ class DemoNetwork(Service):
     """
 
     def __init__(self, processor: object = None) -> None:
+        self.worker_label = "worker"
+        """The worker's stage name in :meth:`stages` (with the device, for the reference one)."""
         if processor is None:
-            from byockit.worker.reference import effects  # imports torch: only when used
+            import torch  # the reference effects need it: imported only when used
+
+            from byockit.worker.reference import effects
 
             processor = effects
+            device = "CUDA" if torch.cuda.is_available() else "CPU"
+            self.worker_label = f"worker (reference effects, {device})"
         self.orchestrator: Final = FakeOrchestrator(secret=SECRET)
         self.worker: Final = WorkerServer(processor, port=0)
         self.gateway: Final = FakeGateway([self.orchestrator], webrtc=True)
@@ -92,6 +98,6 @@ class DemoNetwork(Service):
         return [
             ("orchestrator", self.orchestrator.url, f"{len(self.orchestrator.streams)} stream(s)"),
             ("trickle server", self.orchestrator.trickle.url, "channels for each stream"),
-            ("worker", self.worker.url, worker),
+            (self.worker_label, self.worker.url, worker),
             ("gateway", self.gateway.url, f"{streams} stream(s), WHIP in / WHEP out"),
         ]
