@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -355,11 +356,11 @@ def test_compiling_torchscript_is_skipped_with_a_warning(
     assert difference(served(processor, noise()), 255 - noise()) <= 1
 
 
-COMPILE_WITHOUT_COMPILER = """
+COMPILE_ON_THE_CPU = """
 import logging, sys, torch
 from byockit.worker.frames import Frame
 from byockit.worker.reference.model import ModelProcessor
-logging.basicConfig(level=logging.WARNING)
+logging.basicConfig(level=logging.INFO)
 processor = ModelProcessor(sys.argv[1], compile=True, device="cpu")
 processor.load()
 frame = torch.rand(3, 32, 48)
@@ -375,7 +376,7 @@ def test_where_torch_compile_fails_the_model_runs_uncompiled(models: Path, tmp_p
         "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache"),  # no compiled kernel to reuse
     }
     result = subprocess.run(
-        [sys.executable, "-c", COMPILE_WITHOUT_COMPILER, str(models / "invert.pt2")],
+        [sys.executable, "-c", COMPILE_ON_THE_CPU, str(models / "invert.pt2")],
         env=env,
         capture_output=True,
         text=True,
@@ -385,6 +386,27 @@ def test_where_torch_compile_fails_the_model_runs_uncompiled(models: Path, tmp_p
     assert result.returncode == 0, result.stderr
     assert "torch.compile failed" in result.stderr
     assert "runs uncompiled" in result.stderr
+    assert float(result.stdout.split()[-1]) < 1e-6
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="inductor needs a C++ compiler")
+@pytest.mark.timeout(300)  # compiling takes tens of seconds on a small machine
+def test_an_exported_program_is_compiled_where_a_compiler_exists(
+    models: Path, tmp_path: Path
+) -> None:
+    """In a child process, with a cache of its own: inductor builds real kernels."""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [sys.executable, "-c", COMPILE_ON_THE_CPU, str(models / "invert.pt2")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "torch.compile failed" not in result.stderr
+    assert ", compiled), warm-up" in result.stderr
     assert float(result.stdout.split()[-1]) < 1e-6
 
 
