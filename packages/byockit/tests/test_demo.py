@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from importlib.metadata import version
@@ -74,3 +75,19 @@ def test_bad_arguments_are_named() -> None:
     result = demo("--file", "/nonexistent/clip.mp4")
     assert result.returncode == 1
     assert "--file /nonexistent/clip.mp4: no such file" in result.stderr
+
+
+async def test_a_run_without_an_end_stops_when_told() -> None:
+    """What Ctrl-C does in the CLI: ``until`` ends a ``--forever`` run, with its summary."""
+    until = asyncio.Event()
+
+    def stop_after_some_output(progress: DemoProgress) -> None:
+        if progress.client.frames_out >= 10:
+            until.set()
+
+    settings = DemoSettings(seconds=None, size=(160, 96), fps=15, record=None, preview=False)
+    async with asyncio.timeout(60):
+        result = await run_demo(settings, on_progress=stop_after_some_output, until=until)
+    assert until.is_set()
+    assert result.summary.frames_out >= 10
+    assert result.summary.recorded is None
