@@ -5,8 +5,8 @@ parameters, the default ``effects`` chain, and :class:`ModelProcessor`
 serving a tiny convolutional model exported to TorchScript at run time.
 Each runs at each size on frames as a stream's inference thread handles
 them: a decoded yuv420p frame goes through ``FrameConverter.to_processor``
-(RGB, uploaded to the device), ``process`` and ``FrameConverter.to_yuv420``
-(downloaded, ready for the encoder).
+(RGB, uploaded to the device), ``process``, ``FrameConverter.to_video``
+(downloaded) and the conversion to yuv420p that the encoder thread does.
 
 Printed per case and size: frames/s of that whole path, its time per frame,
 and the time of ``process`` alone per frame: the GPU's own time between two
@@ -27,7 +27,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from byockit.protocol.media.convert import TO_YUV420, Reformatter
 from byockit.testkit.synthetic import synthetic_frames
 from byockit.worker.frames import Frame, FrameConverter, FrameFormat
 from byockit.worker.processor import Processor, ProcessorRuntime, StreamContext
@@ -118,6 +119,7 @@ class Served:
     processor: Processor[Any]
     stream: StreamContext
     converter: FrameConverter
+    to_yuv420: Reformatter = field(default_factory=lambda: Reformatter("yuv420p", TO_YUV420))
 
     @classmethod
     def load(cls, case: Case, device: str) -> Served:
@@ -130,6 +132,10 @@ class Served:
     def process(self, source: av.VideoFrame, index: int) -> object:
         data = self.converter.to_processor(source, None)
         return self.processor.process(Frame(data, source.pts or 0, index, self.stream))
+
+    def for_encoder(self, result: object, pts: int) -> av.VideoFrame:
+        """``result`` as the worker's encoder thread takes it: yuv420p, in memory of its own."""
+        return self.to_yuv420(self.converter.to_video(result, pts))
 
     def rgb(self, source: av.VideoFrame, index: int) -> npt.NDArray[np.uint8]:
         """The output for ``source`` as an (H, W, 3) RGB array of its own."""
@@ -162,7 +168,7 @@ def measure(served: Served, sources: Sequence[av.VideoFrame], frames: int) -> Me
     timer = _GpuTimer() if served.converter.format.device != "cpu" else None
     for index in range(WARMUP):
         source = sources[index % len(sources)]
-        served.converter.to_yuv420(served.process(source, index), source.pts or 0)
+        served.for_encoder(served.process(source, index), source.pts or 0)
     process_ms = 0.0
     started = time.perf_counter()
     for index in range(frames):
@@ -175,7 +181,7 @@ def measure(served: Served, sources: Sequence[av.VideoFrame], frames: int) -> Me
             before = time.perf_counter()
             result = served.process(source, index)
             process_ms += (time.perf_counter() - before) * 1000
-        served.converter.to_yuv420(result, source.pts or 0)  # waits for the GPU's result
+        served.for_encoder(result, source.pts or 0)  # waits for the GPU's result
         if timer is not None:
             timer.end.synchronize()
             process_ms += timer.begin.elapsed_time(timer.end)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from byockit.protocol.errors import MediaError
-from byockit.protocol.media.convert import Reformatter
+from byockit.protocol.media.convert import TO_YUV420, Reformatter
 from byockit.testkit.synthetic import indexed_frame, read_index
 from byockit.worker.frames import Frame, FrameConverter, FrameFormat, decoded_rgb, load_torch
 from byockit.worker.processor import StreamContext
@@ -93,15 +93,17 @@ def test_numpy_results_become_frames_at_the_input_timestamp() -> None:
 
 
 def test_results_become_yuv420_frames_that_own_their_pixels() -> None:
+    """As the encoder thread takes them: ``to_video`` wraps the result, a Reformatter copies it."""
     converter = FrameConverter(FrameFormat.numpy())
+    to_yuv420 = Reformatter("yuv420p", TO_YUV420)
     buffer = indexed_frame(3, W, H)
-    out = converter.to_yuv420(buffer, 9000)
+    out = to_yuv420(converter.to_video(buffer, 9000))
     assert (out.format.name, out.pts, out.width, out.height) == ("yuv420p", 9000, W, H)
     buffer[:] = indexed_frame(4, W, H)  # a processor reusing its output array at once
     rgb = out.to_ndarray(format="rgb24")
     assert read_index(rgb) == 3
     assert close_to(rgb, indexed_frame(3, W, H))
-    cropped = converter.to_yuv420(buffer[2:38, 4:68], 0)  # a strided view is read in place
+    cropped = to_yuv420(converter.to_video(buffer[2:38, 4:68], 0))  # strided: read in place
     assert (cropped.width, cropped.height) == (64, 36)
     assert close_to(cropped.to_ndarray(format="rgb24"), indexed_frame(4, W, H)[2:38, 4:68])
 

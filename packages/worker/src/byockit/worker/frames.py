@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from byockit.protocol.errors import MediaError
-from byockit.protocol.media.convert import TO_YUV420, Reformatter, rgb_view
+from byockit.protocol.media.convert import Reformatter, rgb_view
 from byockit.protocol.media.ts import CLOCK_HZ, TIME_BASE
 
 if TYPE_CHECKING:
@@ -169,7 +169,6 @@ class FrameConverter:
         self._pinned_in: _PinnedBuffer | None = None
         self._pinned_out: _PinnedBuffer | None = None
         self._to_rgb = Reformatter("rgb24")
-        self._to_yuv420 = Reformatter("yuv420p", TO_YUV420)
 
     def to_processor(self, frame: av.VideoFrame, size: tuple[int, int] | None) -> Any:
         """The frame's pixels in the processor's format; ``size`` (w, h): scale to cover, crop."""
@@ -177,14 +176,6 @@ class FrameConverter:
         if self._torch is None:
             return rgb
         return self._to_tensor(rgb)
-
-    def to_yuv420(self, result: object, pts: int) -> av.VideoFrame:
-        """What ``process`` returned, as a yuv420p frame at ``pts`` with pixels of its own.
-
-        For a caller that keeps the frame while the processor runs again; the
-        worker's encoder converts :meth:`to_video`'s frame itself instead.
-        """
-        return self._to_yuv420(self.to_video(result, pts))
 
     def to_video(self, result: object, pts: int) -> av.VideoFrame:
         """What ``process`` returned, as an RGB frame at ``pts``; :class:`MediaError` if unusable.
