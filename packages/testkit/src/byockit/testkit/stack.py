@@ -136,7 +136,7 @@ class RunningWorker:
         finally:
             sending.cancel()
             await asyncio.gather(sending, return_exceptions=True)
-        await stream.stop()
+            await stream.stop()  # also after a timeout: the worker's slot is free again
         return output
 
     async def wait_idle(
