@@ -46,6 +46,14 @@ def test_index_survives_h264() -> None:
     assert decoded_indices(clip()) == list(range(60))
 
 
+def test_index_reads_from_the_luma_plane_alone() -> None:
+    with av.open(io.BytesIO(clip()), "r") as container:
+        planes = [f.to_ndarray(format="gray") for f in container.decode(video=0)]
+    assert [read_index(plane) for plane in planes] == list(range(60))
+    with pytest.raises(ValueError, match="no index code"):
+        read_index(np.full((H, W), 128, np.uint8))
+
+
 def _effects(image: np.ndarray) -> dict[str, np.ndarray]:
     f = image.astype(np.float32)
     return {
@@ -91,7 +99,7 @@ def test_pictures_without_a_code_are_refused() -> None:
     with pytest.raises(ValueError, match="checksum"):
         read_index(flipped)
     with pytest.raises(ValueError, match="shape"):
-        read_index(np.zeros((H, W), np.uint8))
+        read_index(np.zeros((H, W, 4), np.uint8))
     with pytest.raises(ValueError, match="too small"):
         read_index(np.zeros((9, 9, 3), np.uint8))
 

@@ -95,11 +95,17 @@ def indexed_frame(index: int, width: int = 640, height: int = 360) -> RGBImage:
     return image
 
 
-def read_index(rgb: npt.NDArray[Any]) -> int:
-    """The index a frame of :func:`indexed_frame` shows; :class:`ValueError` if none is readable."""
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
-    height, width = rgb.shape[:2]
+def read_index(image: npt.NDArray[Any]) -> int:
+    """The index a frame of :func:`indexed_frame` shows; :class:`ValueError` if none is readable.
+
+    ``image`` is (H, W, 3) RGB or a (H, W) luma plane: a decoded frame's Y
+    plane reads as well, without converting the frame.
+    """
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ValueError(
+            f"expected an (H, W, 3) RGB image or an (H, W) luma plane, got shape {image.shape}"
+        )
+    height, width = image.shape[:2]
     if width < 2 * COLUMNS or height * _CELL_HEIGHT < 2:
         raise ValueError(f"image {width}x{height} is too small to hold an index code")
     bits = []
@@ -108,7 +114,7 @@ def read_index(rgb: npt.NDArray[Any]) -> int:
         for column in range(COLUMNS):
             top, bottom, left, right = _cell_bounds(width, height, row, column)
             dy, dx = (bottom - top) // 4, (right - left) // 4
-            cell = rgb[top + dy : bottom - dy, left + dx : right - dx]
+            cell = image[top + dy : bottom - dy, left + dx : right - dx]
             levels.append(float(cell.mean()))
         white, black = levels[0], levels[-1]
         contrast = white - black
