@@ -280,6 +280,8 @@ def test_an_unusable_processor_is_a_clear_error(
         (["--capacity", "0"], {}, "at least 1"),
         (["--token", " "], {}, "token must not be empty"),
         (["--port", "70000"], {}, "--port"),
+        (["--x264-preset", "quick"], {}, "--x264-preset / BYOCKIT_X264_PRESET must be one of"),
+        ([], {"BYOCKIT_X264_PRESET": "fastest"}, "got 'fastest'"),
     ],
 )
 def test_bad_settings_are_clear_errors(

@@ -40,8 +40,10 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from byockit.protocol.errors import ParseError
+from byockit.protocol.media.encoder import X264_PRESETS
 from byockit.protocol.models import CapabilityRegistration, HealthStatus
 from byockit.worker.health import WorkerSnapshot
+from byockit.worker.pipeline import DEFAULT_X264_PRESET, check_x264_preset
 from byockit.worker.registration import ENVIRONMENT, Registrar, RegistrationSettings
 from byockit.worker.server import WorkerServer
 
@@ -52,6 +54,8 @@ STATUS_REFRESH: Final = 0.5
 """Seconds between status updates on a terminal."""
 PLAIN_STATUS_INTERVAL: Final = 10.0
 """Seconds between plain status lines while streams run (changes print at once)."""
+PRESET_VARIABLE: Final = "BYOCKIT_X264_PRESET"
+"""The environment variable ``--x264-preset`` falls back on."""
 _WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "::"})
 _MODULE_NAME: Final = re.compile(r"[a-z_][a-z0-9_]*\Z")
 _FLAGS: Final = {
@@ -106,6 +110,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--capacity", type=int, help="streams at once (default 1)")
     serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on stream calls")
+    serve.add_argument(
+        "--x264-preset",
+        help=f"the output's x264 preset (or {PRESET_VARIABLE}; default {DEFAULT_X264_PRESET})",
+    )
     orch = serve.add_argument_group("registration with an orchestrator")
     orch.add_argument("--orch-url", help="the orchestrator to register with")
     orch.add_argument("--orch-secret", help="the orchestrator's secret (better: ORCH_SECRET)")
@@ -183,6 +191,7 @@ class ServeConfig:
     settings: RegistrationSettings
     registration: CapabilityRegistration | None
     verify_orch_tls: bool
+    x264_preset: str
 
 
 def serve_config(args: argparse.Namespace, environ: dict[str, str]) -> ServeConfig:
@@ -220,7 +229,21 @@ def serve_config(args: argparse.Namespace, environ: dict[str, str]) -> ServeConf
         settings=settings,
         registration=registration,
         verify_orch_tls=not args.orch_insecure,
+        x264_preset=x264_preset(args.x264_preset, environ),
     )
+
+
+def x264_preset(flag: str | None, environ: dict[str, str]) -> str:
+    """The output preset: the flag, else the environment, else the default; checked."""
+    preset = flag or environ.get(PRESET_VARIABLE) or DEFAULT_X264_PRESET
+    try:
+        check_x264_preset(preset)
+    except ValueError:
+        choices = ", ".join(X264_PRESETS)
+        raise UsageError(
+            f"--x264-preset / {PRESET_VARIABLE} must be one of {choices}, got {preset!r}"
+        ) from None
+    return preset
 
 
 def advertised_url(host: str, port: int) -> str:
@@ -249,6 +272,7 @@ def _serve(args: argparse.Namespace) -> int:
             port=config.port,
             capacity=config.capacity,
             token=config.token,
+            x264_preset=config.x264_preset,
         )
     except TypeError as exc:
         raise UsageError(f"{config.spec} cannot serve as a processor: {exc}") from exc

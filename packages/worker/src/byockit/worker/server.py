@@ -38,6 +38,7 @@ from byockit.protocol.lifecycle import Service
 from byockit.protocol.models import HealthStatus, StreamStatus, WorkerHealth, WorkerStartRequest
 from byockit.worker.hardware import PIPELINE, HardwareMonitor
 from byockit.worker.health import SessionHealth, SessionSnapshot, WorkerSnapshot, worker_health
+from byockit.worker.pipeline import DEFAULT_X264_PRESET, check_x264_preset
 from byockit.worker.processor import ParamsRejected, ProcessorRuntime
 from byockit.worker.session import StreamSession
 
@@ -205,6 +206,7 @@ class SessionFactory(Protocol):
         runtime: ProcessorRuntime,
         *,
         verify_tls: bool | ssl.SSLContext,
+        x264_preset: str,
     ) -> ServedSession: ...
 
 
@@ -219,6 +221,7 @@ class WorkerServer(Service):
     ``capacity`` streams run at once; with a ``token``, stream endpoints want
     ``Authorization: Bearer {token}``. ``verify_tls`` is the sessions' policy
     for the orchestrator's trickle certificate (self-signed: off by default).
+    ``x264_preset`` is the output encoder's (:data:`DEFAULT_X264_PRESET`).
     A server runs once: :meth:`start`, then :meth:`stop`.
     """
 
@@ -231,8 +234,10 @@ class WorkerServer(Service):
         capacity: int = 1,
         token: str | None = None,
         verify_tls: bool | ssl.SSLContext = False,
+        x264_preset: str = DEFAULT_X264_PRESET,
         session_factory: SessionFactory = StreamSession,
     ) -> None:
+        check_x264_preset(x264_preset)
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         if token is not None and not token.strip():
@@ -244,6 +249,7 @@ class WorkerServer(Service):
         self._capacity = capacity
         self._token = token
         self._verify_tls = verify_tls
+        self._x264_preset = x264_preset
         self._session_factory = session_factory
         self._sessions: dict[str, ServedSession] = {}
         self._hardware = HardwareMonitor()
@@ -419,7 +425,10 @@ class WorkerServer(Service):
         check_admission(self._running().keys(), stream_id, self._capacity)
         try:
             session = self._session_factory(
-                start_request, self._runtime, verify_tls=self._verify_tls
+                start_request,
+                self._runtime,
+                verify_tls=self._verify_tls,
+                x264_preset=self._x264_preset,
             )
         except ParamsRejected as exc:  # the session parses its start params at once
             raise RequestRefused(400, exc.message, "params") from None

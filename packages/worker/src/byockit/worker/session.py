@@ -68,7 +68,7 @@ from byockit.protocol.trickle import (
 )
 from byockit.protocol.trickle.constants import MIME_JSON, MIME_JSONL, MIME_MPEGTS, SEQ_CURRENT
 from byockit.worker.latest import LatestQueue
-from byockit.worker.pipeline import Pipeline, PipelineStats, unix_ms
+from byockit.worker.pipeline import DEFAULT_X264_PRESET, Pipeline, PipelineStats, unix_ms
 from byockit.worker.processor import ParamsRejected, ProcessorRuntime, StreamContext
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,8 @@ class StreamSession:
     verifies. Health is ``"error"`` while the processor has failed
     ``error_threshold`` frames in a row, or while input arrives but no frame
     has come through for ``stall_timeout`` seconds; ``drain_timeout`` bounds
-    how long a stop waits for frames in flight.
+    how long a stop waits for frames in flight. ``x264_preset`` is the
+    output encoder's preset.
     """
 
     def __init__(
@@ -113,6 +114,7 @@ class StreamSession:
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         error_threshold: int = DEFAULT_ERROR_THRESHOLD,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        x264_preset: str = DEFAULT_X264_PRESET,
     ) -> None:
         for name, value in (
             ("status_interval", status_interval),
@@ -155,6 +157,7 @@ class StreamSession:
                 TraceEvent(TraceType.FIRST_PROCESSED_SEGMENT, unix_ms())
             ),
             drain_timeout=drain_timeout,
+            x264_preset=x264_preset,
         )
         self._start_time: int | None = None
         self._task: asyncio.Task[None] | None = None
