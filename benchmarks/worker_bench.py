@@ -95,6 +95,10 @@ async def run_all(args: argparse.Namespace, cases: Sequence[Case]) -> Results:
             preset = PRESETS[implementation]
             count = min(FLOOR_FRAMES, len(clip))
             results.codec_floors[size, preset] = codec_floor(clip, count, preset)
+        preset = PRESETS["byockit"]
+        count = min(FLOOR_FRAMES, len(clip))
+        results.paced_floors[size] = codec_floor(clip, count, preset, rate=CLIP_FPS)
+        results.paced_rgb_floors[size] = codec_floor(clip, count, preset, rate=CLIP_FPS, rgb=True)
     orchestrator = FakeOrchestrator()
     await orchestrator.start()
     session = create_session(verify_tls=False)

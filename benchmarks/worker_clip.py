@@ -10,7 +10,8 @@ apart whatever rate the clip is later published at, so that the
 faster than real time is a genuine overload.
 
 :func:`codec_floor` is the raw floor: PyAV decoding the clip and libx264
-re-encoding it in one process, nothing else.
+re-encoding it in one process, nothing else (back to back, or paced as a
+live stream comes, optionally with the RGB round trip of a numpy processor).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ import av
 import numpy as np
 
 from byockit.protocol.media import TIME_BASE, SegmentEncoder, video_frame
+from byockit.protocol.media.convert import TO_YUV420, Reformatter
 from byockit.testkit.synthetic import indexed_frame
+from byockit.worker.frames import FrameConverter, FrameFormat
 
 CLIP_FPS: Final = 30
 """The clip's timestamps are this far apart, whatever rate it is published at."""
@@ -77,11 +80,19 @@ def encode_clip(width: int, height: int, count: int) -> Clip:
     return Clip(width, height, frames, starts)
 
 
-def codec_floor(clip: Clip, count: int, preset: str) -> float:
+def codec_floor(
+    clip: Clip, count: int, preset: str, *, rate: float | None = None, rgb: bool = False
+) -> float:
     """CPU seconds per frame to decode ``count`` frames with PyAV and re-encode them with x264.
 
     ``preset`` (with zero-latency tuning) is the worker's own, so each
     worker is compared with the floor of the encoder settings it uses.
+    ``rate``: the frames come that many a second, the process sleeping in
+    between as a live stream's worker waits for its next frame (idle threads
+    and cold caches cost CPU that back-to-back frames do not pay); ``None``:
+    back to back. ``rgb``: each frame also goes to RGB and back between the
+    decoder and the encoder, the conversions a numpy processor's frames get
+    in byockit's worker.
     """
     data = b"".join(clip.frames[:count])
     encoder = av.CodecContext.create("libx264", "w")
@@ -90,12 +101,21 @@ def codec_floor(clip: Clip, count: int, preset: str) -> float:
     encoder.time_base = TIME_BASE
     encoder.framerate = Fraction(CLIP_FPS)
     encoder.options = {"preset": preset, "tune": "zerolatency"}
+    converter = FrameConverter(FrameFormat.numpy())
+    to_yuv420 = Reformatter("yuv420p", TO_YUV420)
     decoded = 0
     began = time.process_time()
+    due = time.perf_counter()
     with av.open(io.BytesIO(data), mode="r", format="mpegts") as container:
         for frame in container.decode(video=0):
+            if rgb:
+                pixels = converter.to_processor(frame, None)
+                frame = to_yuv420(converter.to_video(pixels, frame.pts or 0))
             encoder.encode(frame)
             decoded += 1
+            if rate is not None:
+                due += 1 / rate
+                time.sleep(max(0.0, due - time.perf_counter()))
     encoder.encode(None)
     spent = time.process_time() - began
     if decoded != count:

@@ -20,11 +20,13 @@ import contextlib
 import statistics
 import time
 from collections.abc import AsyncIterable, Callable
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 import attrs
 import av
+import numpy as np
+import numpy.typing as npt
 
 from benchmarks.worker_clip import Clip
 from benchmarks.worker_processes import cpu_seconds, rss_bytes
@@ -46,6 +48,8 @@ WARMUP: Final = 2.0
 RSS_INTERVAL: Final = 5.0
 """Seconds between two samples of the worker's memory in a soak."""
 UNREADABLE: Final = -1
+PLANAR_YUV: Final = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuv444p"})
+"""Pixel formats whose first plane is the 8-bit luma, read in place."""
 
 
 @attrs.define
@@ -131,10 +135,22 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 def frame_index(frame: av.VideoFrame) -> int:
-    """The index a frame shows, from its luma alone (cheap), or :data:`UNREADABLE`."""
-    luma = frame.to_ndarray(format="gray")
+    """The index a frame shows, or :data:`UNREADABLE`.
+
+    Read from a view of the frame's luma plane, without a conversion or a
+    copy: a worker that outputs more frames makes the harness decode more,
+    and on a shared machine what the harness spends per frame is taken from
+    the worker.
+    """
+    luma: npt.NDArray[Any]
+    if frame.format.name in PLANAR_YUV:
+        plane = frame.planes[0]
+        rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
+        luma = rows[:, : plane.width]
+    else:
+        luma = frame.to_ndarray(format="gray")
     try:
-        return read_index(luma[:, :, None].repeat(3, axis=2))
+        return read_index(luma)
     except ValueError:
         return UNREADABLE
 
