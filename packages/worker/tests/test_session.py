@@ -52,6 +52,7 @@ from byockit.protocol.trickle import (
 from byockit.protocol.trickle.constants import MIME_JSON, MIME_JSONL, MIME_MPEGTS
 from byockit.testkit.synthetic import indexed_frame, make_ts_clip, read_index
 from byockit.testkit.trickle_server import TrickleServer
+from byockit.worker import pipeline
 from byockit.worker.frames import Frame, FrameFormat
 from byockit.worker.processor import ParamsRejected, Processor, ProcessorRuntime, StreamContext
 from byockit.worker.session import StreamSession
@@ -686,6 +687,49 @@ async def test_a_slow_processor_costs_dropped_frames_not_latency(stream: Stream)
     assert seen[-1][0] == 44  # the newest frame is never displaced: the drain processes it
     outputs = await all_output(stream, session)
     assert [o.index for o in outputs] == [index for index, _ in seen]
+    assert_inverted(outputs)
+
+
+class SlowReformatter(pipeline.Reformatter):
+    """Converts as the pipeline's does, after waiting three frame intervals."""
+
+    def __call__(
+        self, frame: av.VideoFrame, width: int | None = None, height: int | None = None
+    ) -> av.VideoFrame:
+        time.sleep(3 / FPS)
+        return super().__call__(frame, width, height)
+
+
+class ReusingInverter:
+    """Writes every output into the same array, as a processor avoiding allocations does."""
+
+    def __init__(self) -> None:
+        self.out: np.ndarray[Any, Any] | None = None
+        self.indexes: list[int] = []
+
+    def __call__(self, frame: Frame[Any]) -> object:
+        if self.out is None:
+            self.out = np.empty_like(frame.data)
+        np.subtract(255, frame.data, out=self.out)
+        self.indexes.append(read_index(frame.data))
+        return self.out
+
+
+async def test_a_processor_may_overwrite_its_last_output_at_once(
+    stream: Stream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The encoder converts each output slowly (three frame intervals): were ``process``
+    # called again before that conversion, it would overwrite the frame being converted,
+    # and an output would show the next frame's picture.
+    monkeypatch.setattr(pipeline, "Reformatter", SlowReformatter)
+    processor = ReusingInverter()
+    session = await start(stream, processor)
+    await stream.publish(frames(30))
+    await finish_input(stream, session, 30)
+
+    outputs = await all_output(stream, session)
+    assert [o.index for o in outputs] == processor.indexes
+    assert len(set(processor.indexes)) == len(processor.indexes) < 30  # the slot dropped some
     assert_inverted(outputs)
 
 
