@@ -24,6 +24,7 @@ from byockit.testkit.clip import SyntheticClip
 from byockit.testkit.orchestrator import FakeStream
 from byockit.testkit.stack import RunningWorker, WorkerFactory
 from byockit.testkit.trickle_server import TrickleFaults, TrickleServer
+from byockit.testkit.trickle_server.faults import MAX_HITS_KEPT
 from byockit.worker.frames import Frame
 
 TIMEOUT = 30.0
@@ -86,6 +87,18 @@ async def test_a_470_makes_a_reader_jump_to_the_latest_segment(
             assert (segment.seq, await segment.read()) == (3, b"segment 3")  # 0-2 skipped
     assert fault.hits == [0]
     assert not fault.active  # spent
+
+
+async def test_a_fault_remembers_its_first_hits_and_counts_them_all(
+    trickle_server: TrickleServer, faults: TrickleFaults
+) -> None:
+    fault = faults.delay(trickle_server.create_channel("channel", "video/MP2T"), 0.001)
+    for seq in range(MAX_HITS_KEPT + 5):
+        fault._strike(seq)  # what every delayed segment read does
+    await fault.wait(MAX_HITS_KEPT + 5)
+    assert fault.hits == list(range(MAX_HITS_KEPT))
+    assert fault.strikes == MAX_HITS_KEPT + 5
+    assert fault.active  # a delay lasts until removed
 
 
 @pytest.mark.test_clip(seconds=3)

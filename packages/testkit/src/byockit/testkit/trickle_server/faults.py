@@ -37,8 +37,13 @@ class FaultKind(enum.Enum):
     ANSWER_470 = "470"
 
 
+MAX_HITS_KEPT: Final = 1000
+"""Seqs a fault remembers in ``hits``: an armed delay strikes every segment read."""
+
+
 class Fault:
-    """One injected fault. ``hits`` lists the seqs it struck, in order.
+    """One injected fault. ``hits`` lists the seqs it struck, in order (the first
+    :data:`MAX_HITS_KEPT`); ``strikes`` counts them all.
 
     Also a context manager that removes the fault on exit.
     """
@@ -55,6 +60,7 @@ class Fault:
         self.channel: Final = channel
         self.seconds: Final = seconds
         self.hits: list[int] = []
+        self.strikes = 0
         self._faults = faults
         self._remaining = count
         self._struck = asyncio.Event()
@@ -78,11 +84,13 @@ class Fault:
     ) -> None:
         """Until the fault has struck ``hits`` times; :class:`TimeoutError` after ``timeout``."""
         async with asyncio.timeout(timeout):
-            while len(self.hits) < hits:
+            while self.strikes < hits:
                 await self._struck.wait()
 
     def _strike(self, seq: int) -> None:
-        self.hits.append(seq)
+        self.strikes += 1
+        if len(self.hits) < MAX_HITS_KEPT:
+            self.hits.append(seq)
         struck, self._struck = self._struck, asyncio.Event()
         struck.set()
         if self._remaining is not None:
