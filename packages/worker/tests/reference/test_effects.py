@@ -246,6 +246,16 @@ def test_chroma_key_background_picture_covers_the_frame(tmp_path: Path) -> None:
     assert torch.allclose(out[:, :, W // 2 + 4 :], yellow[:, None, None], atol=1e-5)
 
 
+def test_a_background_picture_deleted_after_it_was_accepted_stays(tmp_path: Path) -> None:
+    path = write_picture(tmp_path / "bg.png", np.full((H, W, 3), (0, 0, 255), np.uint8))
+    effect = ChromaKey()
+    params = ProcessorRuntime.wrap(effect).parse_params({"background": str(path)}).processor
+    path.unlink()
+    image = torch.tensor(GREEN)[:, None, None].expand(3, H, W).contiguous()
+    out = process(effect, image, params)
+    assert torch.allclose(out, torch.tensor([0.0, 0, 1])[:, None, None], atol=1e-5)
+
+
 def test_chroma_key_refuses_bad_colours_and_unreadable_pictures(tmp_path: Path) -> None:
     runtime = ProcessorRuntime.wrap(ChromaKey)
     with pytest.raises(ParamsRejected, match=r"'key_color' must be a colour like '#00ff00'"):

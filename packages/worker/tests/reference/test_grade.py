@@ -166,6 +166,22 @@ def test_a_cube_file_edited_in_place_is_read_again(tmp_path: Path) -> None:
         assert torch.allclose(out[:, 0, 0], torch.tensor(expected), atol=1e-6)
 
 
+def test_a_cube_file_deleted_after_it_was_accepted_keeps_its_look(tmp_path: Path) -> None:
+    path = cube(tmp_path / "look.cube", 2, swap)
+    processor = ColorGrade()
+    runtime = ProcessorRuntime.wrap(processor)
+    stream = StreamContext("s", None, send_data=lambda _: None, send_event=lambda _: None)
+    stream.params = runtime.parse_params({"lut": str(path)}).processor  # accepted
+    path.unlink()
+    image = torch.tensor([(0.8, 0.3, 0.1)]).T.reshape(3, 1, 1).expand(3, 2, 2).contiguous()
+    for _ in range(2):
+        out = processor.process(Frame(image, 0, 0, stream))
+        assert isinstance(out, torch.Tensor)
+        assert torch.allclose(out[:, 0, 0], torch.tensor((0.1, 0.3, 0.8)), atol=1e-6)
+    with pytest.raises(ParamsRejected, match="No such file"):
+        runtime.parse_params({"lut": str(path)})  # named again: refused
+
+
 @pytest.mark.parametrize(
     ("text", "reason"),
     [

@@ -4,7 +4,11 @@ Parameters are checked when they arrive, so a missing or broken file is
 refused there (the stream keeps its previous look) rather than failing every
 frame. What was read is kept, keyed by the file's path, size and modification
 time, so that moving a slider does not re-read a LUT, and a file edited in
-place is read again. The cache is small and per processor.
+place is read again when parameters name it next. Frames use what was
+accepted (:meth:`Assets.accepted_lut`, :meth:`Assets.accepted_image`), never
+the file system: a file deleted or broken after its parameters were accepted
+changes nothing until parameters name it again. The caches are small and
+per processor.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class Assets:
 
     def __init__(self) -> None:
         self._files: OrderedDict[tuple[object, ...], Lut3D | RGBImage] = OrderedDict()
+        self._accepted: OrderedDict[tuple[object, ...], Lut3D | RGBImage] = OrderedDict()
         self._lock = threading.Lock()
 
     def lut(self, where: str, name: str, value: str) -> Lut3D:
@@ -52,6 +57,7 @@ class Assets:
         else:
             try:
                 found = self._cached(_file_key("cube", value), lambda: read_cube(value))
+                self._remember(("cube", value), found)
             except (OSError, CubeError) as exc:
                 looks = ", ".join(sorted(BUILTIN))
                 raise ParamsRejected(
@@ -61,10 +67,22 @@ class Assets:
         assert isinstance(found, Lut3D)
         return found
 
+    def accepted_lut(self, value: str) -> Lut3D:
+        """The LUT :meth:`lut` last gave for ``value``, without looking at the file again.
+
+        Read now (as :meth:`lut` does) if it never did, or has forgotten it.
+        """
+        with self._lock:
+            found = self._accepted.get(("cube", value))
+        if not isinstance(found, Lut3D):
+            return self.lut("", "lut", value)
+        return found
+
     def image(self, where: str, name: str, value: str) -> RGBImage:
         """The (H, W, 3) uint8 RGB picture in ``value``; :class:`ParamsRejected` if unreadable."""
         try:
             found = self._cached(_file_key("image", value), lambda: read_image(value))
+            self._remember(("image", value), found)
         except (OSError, ImageError) as exc:
             raise ParamsRejected(
                 f"parameter {field_path(where, name)!r} must be a colour '#rrggbb' "
@@ -72,6 +90,24 @@ class Assets:
             ) from None
         assert isinstance(found, np.ndarray)
         return found
+
+    def accepted_image(self, value: str) -> RGBImage:
+        """The picture :meth:`image` last gave for ``value``, without looking at the file again.
+
+        Read now (as :meth:`image` does) if it never did, or has forgotten it.
+        """
+        with self._lock:
+            found = self._accepted.get(("image", value))
+        if not isinstance(found, np.ndarray):
+            return self.image("", "background", value)
+        return found
+
+    def _remember(self, key: tuple[object, ...], value: Lut3D | RGBImage) -> None:
+        with self._lock:
+            self._accepted[key] = value
+            self._accepted.move_to_end(key)
+            while len(self._accepted) > CAPACITY:
+                self._accepted.popitem(last=False)
 
     def _cached(
         self, key: tuple[object, ...], read: Callable[[], Lut3D | RGBImage]

@@ -67,7 +67,7 @@ class _Setup:
             color = parse_color("", "background", params.background)
             self.background = torch.tensor(color, device=device).view(3, 1, 1)
         else:
-            pixels = torch.from_numpy(assets.image("", "background", params.background))
+            pixels = torch.from_numpy(assets.accepted_image(params.background))
             self._picture = pixels.to(device).permute(2, 0, 1).unsqueeze(0).float().div_(255)
             self.background = self._picture[0]
 

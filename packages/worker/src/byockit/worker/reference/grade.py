@@ -114,7 +114,7 @@ class GradeStage(Stage[GradeParams]):
     def _prepare(self, params: GradeParams, device: torch.device) -> _Setup:
         """The setup for ``params``, made again for each new parameter set (or device)."""
         if self._setup is None or self._params is not params or self._setup.matrix.device != device:
-            lut = None if params.lut is None else self.assets.lut("", "lut", params.lut)
+            lut = None if params.lut is None else self.assets.accepted_lut(params.lut)
             self._setup = _Setup(params, lut, device)
             self._params = params
         return self._setup
