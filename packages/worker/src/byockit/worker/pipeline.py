@@ -70,9 +70,9 @@ T = TypeVar("T")
 DEFAULT_X264_PRESET: Final = "superfast"
 """The output encoder's x264 preset unless the worker is told otherwise.
 
-pytrickle's and the ecosystem's choice for live output: against ``veryfast``
-it costs about 40% less CPU a frame, for about 14% more bits at a PSNR
-about 1 dB lower on the test pattern (docs/performance.md)."""
+pytrickle's choice for live output too: against ``veryfast`` it costs about
+40% less CPU a frame, for about 14% more bits at a PSNR about 1 dB lower on
+the test pattern (docs/performance.md)."""
 MAX_OUTPUT_CHUNKS: Final = 4
 """Encoded chunks waiting for the publisher before the encoder waits."""
 MAX_PENDING_AUDIO: Final = 64
