@@ -32,6 +32,7 @@ from byockit.protocol.models import (
 from byockit.protocol.trickle.channels import DEFAULT_MAX_DOCUMENT_BYTES
 from byockit.testkit.orchestrator import FakeOrchestrator, FakeStream
 from byockit.testkit.synthetic import indexed_frame, read_index, synthetic_frames
+from byockit.testkit.watch import OutputWatcher
 from byockit.worker.frames import Frame
 from byockit.worker.processor import Processor
 from byockit.worker.server import WorkerServer
@@ -75,36 +76,10 @@ def looks(frame: av.VideoFrame) -> tuple[int, bool]:
     return index, bool(to_inverse < to_original)
 
 
-class Watcher:
-    """Every output frame of a stream, as (index, inverted), read as it comes."""
-
-    def __init__(self, stream: FakeStream) -> None:
-        self.seen: list[tuple[int, bool]] = []
-        self._task = asyncio.create_task(self._watch(stream))
-
-    async def _watch(self, stream: FakeStream) -> None:
-        async with contextlib.aclosing(stream.output_frames()) as frames:
-            async for frame in frames:
-                self.seen.append(looks(frame))
-
-    async def reaches(self, index: int) -> None:
-        async with asyncio.timeout(TIMEOUT):
-            while not any(seen >= index for seen, _ in self.seen):
-                if self._task.done():
-                    self._task.result()  # raises what stopped the watching
-                await asyncio.sleep(0.01)
-
-    async def close(self) -> None:
-        """Stop watching; raises if an output frame failed its check."""
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-
 @contextlib.asynccontextmanager
 async def streaming(
     processor: Inverter, status_interval: float = 0.5
-) -> AsyncIterator[tuple[FakeStream, Watcher, WorkerServer]]:
+) -> AsyncIterator[tuple[FakeStream, OutputWatcher[bool], WorkerServer]]:
     """A worker serving ``processor`` and one stream on it (started with ``invert: true``)."""
     sessions = functools.partial(StreamSession, status_interval=status_interval)
     async with FakeOrchestrator(keepalive_interval=0.5) as orchestrator:
@@ -115,7 +90,7 @@ async def streaming(
                 CapabilityRegistration(name="inverter", url=server.url, capacity=1)
             )
             stream = await orchestrator.start_stream("inverter", {"invert": True})
-            watcher = Watcher(stream)
+            watcher = OutputWatcher(stream, looks)
             try:
                 yield stream, watcher, server
             finally:
@@ -147,7 +122,7 @@ async def test_an_update_takes_effect_at_the_next_frame(via: Literal["rest", "co
     # Periodic status events far apart: the one with the new params is the update's own.
     async with streaming(processor, status_interval=3600) as (stream, watcher, server):
         await batch(stream, 0)
-        await watcher.reaches(BATCH - 1)  # the last frame before the update is out
+        await watcher.reaches(BATCH - 1, timeout=TIMEOUT)  # the last frame before the update is out
 
         if via == "rest":
             reply = await stream.update_params({"invert": False})
@@ -160,7 +135,7 @@ async def test_an_update_takes_effect_at_the_next_frame(via: Literal["rest", "co
         await stream.wait_event(status_with({"invert": False}), timeout=TIMEOUT)
 
         await batch(stream, 1)
-        await watcher.reaches(2 * BATCH - 1)
+        await watcher.reaches(2 * BATCH - 1, timeout=TIMEOUT)
         assert stream.stream_id in server.sessions
 
     switch = BATCH  # the first frame published after the update was accepted
@@ -181,13 +156,13 @@ async def test_an_oversize_control_message_is_reported_and_the_stream_goes_on() 
         assert f"larger than {DEFAULT_MAX_DOCUMENT_BYTES} bytes" in error.message
 
         await batch(stream, 0)
-        await watcher.reaches(BATCH - 1)
+        await watcher.reaches(BATCH - 1, timeout=TIMEOUT)
         assert all(inverted for _, inverted in watcher.seen)  # the oversize update was not applied
 
         await stream.send_control({"invert": False})  # the channel still works
         await stream.wait_event(update_event({"invert": False}), timeout=TIMEOUT)
         await batch(stream, 1)
-        await watcher.reaches(2 * BATCH - 1)
+        await watcher.reaches(2 * BATCH - 1, timeout=TIMEOUT)
         assert stream.stream_id in server.sessions
         assert server.sessions[stream.stream_id].health == "ok"
 

@@ -25,6 +25,7 @@ import torch
 from byockit.protocol.models import CapabilityRegistration, Event, ParamsUpdateEvent
 from byockit.testkit.orchestrator import FakeOrchestrator, FakeStream
 from byockit.testkit.synthetic import indexed_frame, read_index, synthetic_frames
+from byockit.testkit.watch import OutputWatcher
 from byockit.worker.frames import Frame
 from byockit.worker.processor import ProcessorRuntime, StreamContext
 from byockit.worker.reference import effects
@@ -71,33 +72,8 @@ def looks(frame: av.VideoFrame) -> tuple[int, str]:
     return index, look
 
 
-class Watcher:
-    """Every output frame of a stream, as (index, look), read as it comes."""
-
-    def __init__(self, stream: FakeStream) -> None:
-        self.seen: list[tuple[int, str]] = []
-        self._task = asyncio.create_task(self._watch(stream))
-
-    async def _watch(self, stream: FakeStream) -> None:
-        async with contextlib.aclosing(stream.output_frames()) as frames:
-            async for frame in frames:
-                self.seen.append(looks(frame))
-
-    async def reaches(self, index: int) -> None:
-        async with asyncio.timeout(TIMEOUT):
-            while not any(seen >= index for seen, _ in self.seen):
-                if self._task.done():
-                    self._task.result()  # raises what stopped the watching
-                await asyncio.sleep(0.01)
-
-    async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-
 @contextlib.asynccontextmanager
-async def streaming() -> AsyncIterator[tuple[FakeStream, Watcher, WorkerServer]]:
+async def streaming() -> AsyncIterator[tuple[FakeStream, OutputWatcher[str], WorkerServer]]:
     """A worker serving ``effects`` and one stream on it, started with the grey look."""
     sessions = functools.partial(StreamSession, status_interval=0.5)
     async with (
@@ -110,7 +86,7 @@ async def streaming() -> AsyncIterator[tuple[FakeStream, Watcher, WorkerServer]]
             CapabilityRegistration(name="effects", url=server.url, capacity=1)
         )
         stream = await orchestrator.start_stream("effects", LOOKS["grey"])
-        watcher = Watcher(stream)
+        watcher = OutputWatcher(stream, looks)
         try:
             yield stream, watcher, server
         finally:
@@ -130,7 +106,7 @@ def update_event(params: dict[str, Any]) -> Callable[[Event], bool]:
 async def test_the_chain_transforms_frames_and_follows_updates() -> None:
     async with streaming() as (stream, watcher, server):
         await batch(stream, 0)
-        await watcher.reaches(BATCH - 1)
+        await watcher.reaches(BATCH - 1, timeout=TIMEOUT)
 
         reply = await stream.update_params(LOOKS["warm blocks"])
         assert reply.status == 200, reply.body
@@ -141,7 +117,7 @@ async def test_the_chain_transforms_frames_and_follows_updates() -> None:
         assert "'stages[1].levels' must be between 2 and 32, got 99" in refused.body
 
         await batch(stream, 1)
-        await watcher.reaches(2 * BATCH - 1)
+        await watcher.reaches(2 * BATCH - 1, timeout=TIMEOUT)
         assert server.sessions[stream.stream_id].health == "ok"
 
     indexes = [index for index, _ in watcher.seen]
