@@ -11,10 +11,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 
 
-@pytest.mark.slow
-def test_worker_benchmark_quick_pass_runs() -> None:
+def run_benchmark(*args: str) -> str:
+    """``python -m ARGS`` from the repository root; its output, once it exited 0."""
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.worker_bench", "--quick"],
+        [sys.executable, "-m", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -22,21 +22,18 @@ def test_worker_benchmark_quick_pass_runs() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "passthrough" in result.stdout
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_worker_benchmark_quick_pass_runs() -> None:
+    assert "passthrough" in run_benchmark("benchmarks.worker_bench", "--quick")
 
 
 @pytest.mark.slow
 def test_frame_path_benchmark_runs() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.frame_path", "--size", "64x48", "--frames", "12"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.splitlines()[-1].startswith("| 64x48 | ")
+    output = run_benchmark("benchmarks.frame_path", "--size", "64x48", "--frames", "12")
+    assert output.splitlines()[-1].startswith("| 64x48 | ")
 
 
 def test_a_case_with_rounds_reports_its_median_round_and_every_round(
