@@ -90,11 +90,8 @@ async def streaming(
                 CapabilityRegistration(name="inverter", url=server.url, capacity=1)
             )
             stream = await orchestrator.start_stream("inverter", {"invert": True})
-            watcher = OutputWatcher(stream, looks)
-            try:
+            async with OutputWatcher(stream, looks) as watcher:
                 yield stream, watcher, server
-            finally:
-                await watcher.close()
 
 
 async def batch(stream: FakeStream, number: int) -> None:

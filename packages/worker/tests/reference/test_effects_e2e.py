@@ -86,11 +86,8 @@ async def streaming() -> AsyncIterator[tuple[FakeStream, OutputWatcher[str], Wor
             CapabilityRegistration(name="effects", url=server.url, capacity=1)
         )
         stream = await orchestrator.start_stream("effects", LOOKS["grey"])
-        watcher = OutputWatcher(stream, looks)
-        try:
+        async with OutputWatcher(stream, looks) as watcher:
             yield stream, watcher, server
-        finally:
-            await watcher.close()
 
 
 async def batch(stream: FakeStream, number: int) -> None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from types import TracebackType
-from typing import Final, Generic, Self, TypeVar
+from typing import Final, Generic, TypeVar
 
 import av
 
+from byockit.protocol.lifecycle import Closeable
 from byockit.testkit.orchestrator import FakeStream
 
 T = TypeVar("T")
@@ -26,7 +26,7 @@ POLL_INTERVAL: Final = 0.01
 """Seconds between two looks at what has been seen."""
 
 
-class OutputWatcher(Generic[T]):
+class OutputWatcher(Closeable, Generic[T]):
     """``seen``: ``classify(frame)`` of every output frame, an ``(index, what)`` pair, in order.
 
     Use it as an async context manager (or call :meth:`close`)::
@@ -42,17 +42,6 @@ class OutputWatcher(Generic[T]):
         self.seen: list[tuple[int, T]] = []
         self._classify = classify
         self._task = asyncio.create_task(self._watch(stream))
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def reaches(
         self,
