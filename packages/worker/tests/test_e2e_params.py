@@ -9,7 +9,6 @@ force. Assertions are on indexes and contents, never on timings.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import itertools
@@ -23,7 +22,6 @@ import numpy.typing as npt
 import pytest
 
 from byockit.protocol.models import (
-    CapabilityRegistration,
     ErrorEvent,
     Event,
     ParamsUpdateEvent,
@@ -31,6 +29,7 @@ from byockit.protocol.models import (
 )
 from byockit.protocol.trickle.channels import DEFAULT_MAX_DOCUMENT_BYTES
 from byockit.testkit.orchestrator import FakeOrchestrator, FakeStream
+from byockit.testkit.stack import WorkerFactory
 from byockit.testkit.synthetic import indexed_frame, read_index, synthetic_frames
 from byockit.testkit.watch import OutputWatcher
 from byockit.worker.frames import Frame
@@ -82,16 +81,14 @@ async def streaming(
 ) -> AsyncIterator[tuple[FakeStream, OutputWatcher[bool], WorkerServer]]:
     """A worker serving ``processor`` and one stream on it (started with ``invert: true``)."""
     sessions = functools.partial(StreamSession, status_interval=status_interval)
-    async with FakeOrchestrator(keepalive_interval=0.5) as orchestrator:
-        server = WorkerServer(processor, port=0, session_factory=sessions)
-        async with server:
-            await asyncio.wait_for(server.wait_loaded(), TIMEOUT)
-            await orchestrator.register(
-                CapabilityRegistration(name="inverter", url=server.url, capacity=1)
-            )
-            stream = await orchestrator.start_stream("inverter", {"invert": True})
-            async with OutputWatcher(stream, looks) as watcher:
-                yield stream, watcher, server
+    async with (
+        FakeOrchestrator(keepalive_interval=0.5) as orchestrator,
+        WorkerFactory(orchestrator) as workers,
+    ):
+        served = await workers(processor, session_factory=sessions)
+        stream = await served.start_stream({"invert": True})
+        async with OutputWatcher(stream, looks) as watcher:
+            yield stream, watcher, served.server
 
 
 async def batch(stream: FakeStream, number: int) -> None:

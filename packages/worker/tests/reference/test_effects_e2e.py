@@ -10,7 +10,6 @@ field and changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import itertools
@@ -22,8 +21,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from byockit.protocol.models import CapabilityRegistration, Event, ParamsUpdateEvent
+from byockit.protocol.models import Event, ParamsUpdateEvent
 from byockit.testkit.orchestrator import FakeOrchestrator, FakeStream
+from byockit.testkit.stack import WorkerFactory
 from byockit.testkit.synthetic import indexed_frame, read_index, synthetic_frames
 from byockit.testkit.watch import OutputWatcher
 from byockit.worker.frames import Frame
@@ -78,16 +78,12 @@ async def streaming() -> AsyncIterator[tuple[FakeStream, OutputWatcher[str], Wor
     sessions = functools.partial(StreamSession, status_interval=0.5)
     async with (
         FakeOrchestrator(keepalive_interval=0.5) as orchestrator,
-        WorkerServer(effects, port=0, session_factory=sessions) as server,
+        WorkerFactory(orchestrator) as workers,
     ):
-        await asyncio.wait_for(server.wait_loaded(), TIMEOUT)
-        assert server.load_error is None
-        await orchestrator.register(
-            CapabilityRegistration(name="effects", url=server.url, capacity=1)
-        )
-        stream = await orchestrator.start_stream("effects", LOOKS["grey"])
+        served = await workers(effects, session_factory=sessions)
+        stream = await served.start_stream(LOOKS["grey"])
         async with OutputWatcher(stream, looks) as watcher:
-            yield stream, watcher, server
+            yield stream, watcher, served.server
 
 
 async def batch(stream: FakeStream, number: int) -> None:
